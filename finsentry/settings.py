@@ -1,0 +1,86 @@
+"""All configuration, in one pydantic-settings class read once at start and passed down.
+
+Environment: `FINSENTRY_*` for everything, plus the usual `DATABASE_URL` and `KAFKA_BOOTSTRAP_SERVERS`.
+Leaving those two unset means "start embedded servers" (Tansu broker, embedded Postgres).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import platformdirs
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
+
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FINSENTRY_", frozen=True, extra="ignore")
+
+    # Connections. None means: start the embedded server.
+    database_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "FINSENTRY_DATABASE_URL")
+    )
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "FINSENTRY_KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    data_dir: Path = Field(default_factory=lambda: platformdirs.user_data_path("finsentry"))
+
+    # Topics and consumer group.
+    news_topic: str = "finsentry.news"
+    social_topic: str = "finsentry.social"
+    dead_letter_topic: str = "finsentry.dead-letter"
+    topic_partitions: int = 4
+    consumer_group: str = "finsentry-worker"
+
+    # Batching: the Kafka micro-batch bounds latency; the forward batch bounds device memory.
+    micro_batch_size: int = 2048
+    micro_batch_timeout_s: float = 0.5
+    forward_batch_size: int = 256
+
+    # Model.
+    model_dir: Path = DEFAULT_MODEL_DIR
+    device: str = "auto"  # "auto", "cpu" or "cuda"
+
+    # Trends and spikes. `trend_series` names the trend version written ("live" in production; the
+    # demo and backfills write their own series, which the analysts' views leave out).
+    trend_series: str = "live"
+    window_seconds: int = 60
+    allowed_lateness_s: int = 120
+    spike_min_volume: int = 8
+    spike_warmup_windows: int = 5
+    spike_alpha: float = 0.2
+    spike_z: float = 3.0
+    spike_min_lift: float = 0.2
+    spike_cooldown_windows: int = 5
+    detect_interval_s: float = 1.0
+
+    # Webhooks: comma-separated receiver URLs and the signing secret.
+    webhook_urls: str = ""
+    webhook_secret: SecretStr = SecretStr("whsec_ZGV2ZWxvcG1lbnQtb25seS1zZWNyZXQ=")
+    webhook_timeout_s: float = 5.0
+    webhook_max_attempts: int = 8
+    webhook_backoff_s: float = 1.0
+
+    # Scheduled re-fine-tuning.
+    retrain_interval_minutes: int = 24 * 60
+    retrain_epochs: float = 3.0
+    retrain_max_examples_per_task: int | None = None
+
+    @property
+    def webhook_url_list(self) -> list[str]:
+        return [u.strip() for u in self.webhook_urls.split(",") if u.strip()]
+
+    @property
+    def input_topics(self) -> list[str]:
+        return [self.news_topic, self.social_topic]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    return Settings()

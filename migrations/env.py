@@ -1,0 +1,44 @@
+"""Alembic environment: the URL comes from settings (or from `finsentry migrate`), metadata from schemas."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine
+
+from finsentry.db import sqlalchemy_url
+from finsentry.settings import get_settings
+from schemas.tables import metadata
+
+config = context.config
+target_metadata = metadata
+
+
+def _url() -> str:
+    url = config.attributes.get("url")
+    if url:
+        return str(url)
+    configured = get_settings().database_url
+    if configured is None:
+        raise SystemExit("DATABASE_URL is not set: run `finsentry migrate`, which starts the embedded Postgres")
+    return sqlalchemy_url(configured.get_secret_value())
+
+
+def run_migrations_offline() -> None:
+    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    engine = create_engine(_url())
+    with engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=target_metadata)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

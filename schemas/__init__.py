@@ -1,0 +1,1 @@
+"""Shapes of what crosses module boundaries: inbound messages, predictions, dead letters, tables."""

@@ -1,0 +1,173 @@
+"""Postgres tables (SQLAlchemy 2 Core). Alembic migrations create them; nothing else does."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    ARRAY,
+    Float,
+    LargeBinary,
+    BigInteger,
+    Column,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+classified_messages = Table(
+    "classified_messages",
+    metadata,
+    Column("message_key", Text, primary_key=True, comment="source:id, the idempotency key"),
+    Column("kind", String(16), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("external_id", Text, nullable=False),
+    Column("published_at", DateTime(timezone=True), nullable=False),
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("url", Text),
+    Column("author", Text),
+    Column("language", String(16), nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("topic_prob", Double, nullable=False),
+    Column("sentiment", String(16), nullable=False),
+    Column("p_negative", Double, nullable=False),
+    Column("p_neutral", Double, nullable=False),
+    Column("p_positive", Double, nullable=False),
+    Column("sentiment_score", Double, nullable=False),
+    Column("tickers", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    Column("model_version", Text, nullable=False),
+    Column("kafka_topic", Text, nullable=False),
+    Column("kafka_partition", Integer, nullable=False),
+    Column("kafka_offset", BigInteger, nullable=False),
+    Column("classified_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_classified_messages_topic_window", "topic", "window_start"),
+    Index("ix_classified_messages_published_at", "published_at"),
+)
+
+# One row per (series, dimension, key, window). Counts are added to, never overwritten, so several
+# workers writing the same window add up; idempotency comes from classified_messages' primary key.
+trend_windows = Table(
+    "trend_windows",
+    metadata,
+    Column("series", Text, primary_key=True, server_default=text("'live'")),
+    Column("dimension", String(16), primary_key=True, comment="topic, ticker or source"),
+    Column("key", Text, primary_key=True),
+    Column("window_start", DateTime(timezone=True), primary_key=True),
+    Column("window_seconds", Integer, nullable=False),
+    Column("n_messages", BigInteger, nullable=False),
+    Column("n_negative", BigInteger, nullable=False),
+    Column("n_neutral", BigInteger, nullable=False),
+    Column("n_positive", BigInteger, nullable=False),
+    Column("sum_score", Double, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_trend_windows_window", "window_start"),
+)
+
+# The detector's per-key state: EWMA baseline of negative share, and the open episode if any.
+spike_state = Table(
+    "spike_state",
+    metadata,
+    Column("series", Text, primary_key=True),
+    Column("dimension", String(16), primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("state", JSONB, nullable=False),
+    Column("last_window_start", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("series", Text, nullable=False),
+    Column("dimension", String(16), nullable=False),
+    Column("key", Text, nullable=False),
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("status", String(16), nullable=False, comment="open or resolved"),
+    Column("severity", String(16), nullable=False),
+    Column("observed_share", Double, nullable=False),
+    Column("baseline_share", Double, nullable=False),
+    Column("baseline_std", Double, nullable=False),
+    Column("volume", BigInteger, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("opened_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("resolved_at", DateTime(timezone=True)),
+    UniqueConstraint("series", "dimension", "key", "window_start", name="uq_alerts_key_window"),
+)
+
+# The outbox: one row per (alert event, receiver), written in the detector's transaction.
+alert_deliveries = Table(
+    "alert_deliveries",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("alert_id", BigInteger, ForeignKey("alerts.id"), nullable=False),
+    Column("event", String(16), nullable=False, comment="alert.opened or alert.resolved"),
+    Column("endpoint_url", Text, nullable=False),
+    Column("webhook_id", Text, nullable=False, unique=True),
+    Column("payload", JSONB, nullable=False),
+    Column("status", String(16), nullable=False, server_default=text("'pending'")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_alert_deliveries_due", "status", "next_attempt_at"),
+)
+
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("delivery_id", BigInteger, ForeignKey("alert_deliveries.id"), nullable=False),
+    Column("attempted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("status_code", Integer),
+    Column("latency_ms", Double, nullable=False),
+    Column("error", Text),
+)
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("version", Text, primary_key=True),
+    Column("parent", Text),
+    Column("path", Text, nullable=False),
+    Column("data_hash", Text, nullable=False),
+    Column("metrics", JSONB, nullable=False),
+    Column("status", String(16), nullable=False, comment="champion, challenger, rejected or retired"),
+    Column("reason", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("promoted_at", DateTime(timezone=True)),
+)
+
+labels = Table(
+    "labels",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("task", String(16), nullable=False, comment="topic or sentiment"),
+    Column("text", Text, nullable=False),
+    Column("label", Text, nullable=False),
+    Column("analyst", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("task", "text", name="uq_labels_task_text"),
+)
+
+# APScheduler's SQLAlchemyJobStore table, created here so that only migrations create tables.
+apscheduler_jobs = Table(
+    "apscheduler_jobs",
+    metadata,
+    Column("id", String(191), primary_key=True),
+    Column("next_run_time", Float(25), index=True),
+    Column("job_state", LargeBinary, nullable=False),
+)

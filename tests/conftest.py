@@ -1,0 +1,72 @@
+"""Shared fixtures. Integration tests use the real broker (embedded Tansu) and a real Postgres
+(DATABASE_URL, or the local server at 127.0.0.1:5432); a missing service fails the test, never skips it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, make_url, text
+
+from finsentry.db import make_engine, migrate, sqlalchemy_url
+from finsentry.embedded import EmbeddedBroker
+from finsentry.settings import DEFAULT_MODEL_DIR, Settings
+from models.classifier import Classifier
+
+LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(scope="session")
+def classifier() -> Classifier:
+    return Classifier(DEFAULT_MODEL_DIR, device="cpu", forward_batch_size=64)
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A fresh database on the real server, migrated to head, dropped afterwards."""
+    server = make_url(sqlalchemy_url(os.environ.get("DATABASE_URL", LOCAL_POSTGRES)))
+    name = f"finsentry_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = server.set(database=name).render_as_string(hide_password=False)
+    try:
+        migrate(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    eng = make_engine(database_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A fresh suffix for topics, groups and series, so tests never share state (Tansu fault (a))."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def settings(unique: str, tmp_path: Path) -> Settings:
+    return Settings(
+        news_topic=f"news-{unique}", social_topic=f"social-{unique}", dead_letter_topic=f"dlq-{unique}",
+        consumer_group=f"group-{unique}", topic_partitions=2, trend_series=f"test-{unique}",
+        micro_batch_size=64, micro_batch_timeout_s=0.2, forward_batch_size=32, data_dir=tmp_path,
+        device="cpu",
+    )

@@ -1,0 +1,102 @@
+"""Helpers for integration tests: run a worker in a thread, produce messages, read committed offsets."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions
+from confluent_kafka.admin import AdminClient
+from sqlalchemy import Engine, text
+
+from finsentry.settings import Settings
+from workers.kafka_io import ensure_topics
+from workers.replay import produce
+from workers.worker import Worker
+
+TEXTS = [
+    "$AAPL shares slump after weak iPhone guidance",
+    "Fed leaves rates unchanged, signals patience",
+    "Oil jumps 4% as OPEC+ agrees deeper output cuts",
+    "$TSLA recalls 120,000 vehicles over seat belt issue",
+    "JPMorgan raises dividend after stress test",
+    "$NVDA beats estimates, shares hit record high",
+]
+
+
+def posts(n: int, prefix: str, minutes_ago: int = 10) -> list[dict[str, Any]]:
+    base = datetime.now(timezone.utc) - timedelta(minutes=minutes_ago)
+    return [{"id": f"{prefix}-{i}", "source": "test-social", "text": TEXTS[i % len(TEXTS)],
+             "published_at": (base + timedelta(seconds=i)).isoformat()} for i in range(n)]
+
+
+def send(bootstrap: str, topic: str, messages: list[dict[str, Any]] | list[bytes]) -> None:
+    values = [m if isinstance(m, bytes) else json.dumps(m).encode() for m in messages]
+    produce(bootstrap, topic, values, progress=False)
+
+
+def setup_topics(bootstrap: str, settings: Settings) -> None:
+    ensure_topics(bootstrap, [*settings.input_topics, settings.dead_letter_topic], settings.topic_partitions)
+
+
+class RunningWorker:
+    """A Worker in a background thread; stop() joins it and re-raises anything it raised."""
+
+    def __init__(self, settings: Settings, scorer: Any, engine: Engine, bootstrap: str, group: str | None = None):
+        self.stop_event = threading.Event()
+        self.worker = Worker(settings, scorer, engine, bootstrap, group_id=group, stop=self.stop_event)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.worker.run()
+        except BaseException as err:  # noqa: BLE001 - surfaced in stop()
+            self.error = err
+
+    def __enter__(self) -> "RunningWorker":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        self.thread.join(30)
+        if self.error:
+            raise self.error
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def scalar(engine: Engine, sql: str, **params: Any) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(text(sql), params).scalar()
+
+
+def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result()
+    return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions if tp.offset >= 0}
+
+
+def read_topic(bootstrap: str, topic: str, group: str, expected: int, timeout_s: float = 30.0) -> list[Any]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(out) < expected and time.monotonic() < deadline:
+            out += [m for m in consumer.consume(100, 0.5) if not m.error()]
+    finally:
+        consumer.close()
+    return out

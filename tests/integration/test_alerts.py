@@ -1,0 +1,127 @@
+"""Detection over real trend rows in Postgres, and signed delivery to a real HTTP receiver."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from standardwebhooks import Webhook
+
+from schemas.tables import trend_windows
+from tests.integration.helpers import scalar
+from workers.delivery import deliver_due
+from workers.detector import run_detection
+from workers.spikes import SpikeParams
+
+pytestmark = pytest.mark.integration
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+T0 = datetime(2026, 11, 1, 9, 0, tzinfo=timezone.utc)
+
+
+class Receiver:
+    """A real HTTP endpoint that verifies with the standardwebhooks package and answers a scripted status."""
+
+    def __init__(self, statuses: list[int]):
+        self.statuses = statuses
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["content-length"]))
+                payload = Webhook(SECRET).verify(body, {k.lower(): v for k, v in self.headers.items()})
+                receiver.received.append((self.headers["webhook-id"], payload))
+                status = receiver.statuses.pop(0) if receiver.statuses else 204
+                self.send_response(status)
+                if status == 429:
+                    self.send_header("Retry-After", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+
+def insert_windows(engine, series: str, topic: str, shares: list[float], volume: int = 40) -> None:  # type: ignore[no-untyped-def]
+    rows = [{"series": series, "dimension": "topic", "key": topic, "window_start": T0 + timedelta(minutes=i),
+             "window_seconds": 60, "n_messages": volume, "n_negative": round(s * volume),
+             "n_neutral": volume - round(s * volume), "n_positive": 0, "sum_score": -s * volume}
+            for i, s in enumerate(shares)]
+    with engine.begin() as conn:
+        conn.execute(trend_windows.insert(), rows)
+
+
+def detect(engine, series: str, urls: list[str]) -> list[int]:  # type: ignore[no-untyped-def]
+    return run_detection(engine, SpikeParams(min_volume=10), allowed_lateness_s=120, window_seconds=60,
+                         webhook_urls=urls, series=series)
+
+
+def test_a_burst_raises_one_alert_delivered_once_despite_failures(engine, unique):  # type: ignore[no-untyped-def]
+    series = f"alerts-{unique}"
+    receiver = Receiver(statuses=[500, 429])  # two failures, then success
+    shares = [0.15, 0.2, 0.1, 0.15, 0.2, 0.15, 0.7, 0.75, 0.15, 0.1, 0.15, 0.2, 0.15]
+    insert_windows(engine, series, "Energy | Oil", shares)
+
+    touched = detect(engine, series, [receiver.url])
+    assert len(touched) == 2  # opened at window 6, resolved at window 8; the last 2 windows are still open
+    assert detect(engine, series, [receiver.url]) == []  # a second pass finds nothing new
+
+    with engine.connect() as conn:
+        alert = conn.execute(text("SELECT * FROM alerts WHERE series = :s"), {"s": series}).mappings().one()
+    assert alert["status"] == "resolved"
+    assert alert["window_start"] == T0 + timedelta(minutes=6)
+    assert alert["observed_share"] == pytest.approx(0.7)
+    assert alert["baseline_share"] == pytest.approx(0.16, abs=0.03)
+
+    for _ in range(4):  # retries: 500, then 429 (Retry-After 0), then success for both events
+        deliver_due(engine, SECRET, timeout_s=5, max_attempts=5, base_backoff_s=0.0)
+    ids = [webhook_id for webhook_id, _ in receiver.received]
+    payloads = {webhook_id: p for webhook_id, p in receiver.received}
+    assert len(set(ids)) == 2  # one opened, one resolved
+    assert sorted(p["type"] for p in payloads.values()) == ["alert.opened", "alert.resolved"]
+    assert len(ids) == 4  # the opened event was retried twice with the same webhook-id
+    statuses = scalar(engine, "SELECT string_agg(d.status, ',' ORDER BY d.id) FROM alert_deliveries d "
+                              "JOIN alerts a ON a.id = d.alert_id WHERE a.series = :s", s=series)
+    assert statuses == "delivered,delivered"
+    attempts = scalar(engine, "SELECT count(*) FROM delivery_attempts t JOIN alert_deliveries d ON d.id = t.delivery_id "
+                              "JOIN alerts a ON a.id = d.alert_id WHERE a.series = :s", s=series)
+    assert attempts == 4
+    opened = next(p for p in payloads.values() if p["type"] == "alert.opened")
+    assert opened["key"] == "Energy | Oil" and opened["severity"] in {"medium", "high"}
+    receiver.server.shutdown()
+
+
+def test_a_gone_endpoint_is_disabled(engine, unique):  # type: ignore[no-untyped-def]
+    series = f"gone-{unique}"
+    receiver = Receiver(statuses=[410])
+    insert_windows(engine, series, "Macro", [0.1] * 6 + [0.8] + [0.8] * 3)
+    assert len(detect(engine, series, [receiver.url])) == 1
+    deliver_due(engine, SECRET, timeout_s=5, max_attempts=5, base_backoff_s=0.0)
+    deliver_due(engine, SECRET, timeout_s=5, max_attempts=5, base_backoff_s=0.0)
+    assert len(receiver.received) == 1
+    assert scalar(engine, "SELECT d.status FROM alert_deliveries d JOIN alerts a ON a.id = d.alert_id "
+                          "WHERE a.series = :s", s=series) == "disabled"
+    receiver.server.shutdown()
+
+
+def test_concurrent_detection_passes_decide_once(engine, unique):  # type: ignore[no-untyped-def]
+    series = f"race-{unique}"
+    insert_windows(engine, series, "Politics", [0.1] * 6 + [0.9] * 4)
+    results: list[list[int]] = []
+    threads = [threading.Thread(target=lambda: results.append(detect(engine, series, []))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert int(scalar(engine, "SELECT count(*) FROM alerts WHERE series = :s", s=series)) == 1
+    assert sum(len(r) for r in results) == 1
+    assert json.loads(json.dumps(results))  # plain ids

@@ -1,0 +1,119 @@
+"""The worker against the real broker and Postgres: storage, trends, dead letters, replay, commit order."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from sqlalchemy import text
+
+from tests.integration.helpers import (
+    RunningWorker,
+    committed_offsets,
+    posts,
+    read_topic,
+    scalar,
+    send,
+    setup_topics,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def count_rows(engine, prefix: str) -> int:  # type: ignore[no-untyped-def]
+    return int(scalar(engine, "SELECT count(*) FROM classified_messages WHERE message_key LIKE :p", p=f"test-social:{prefix}-%"))
+
+
+def topic_total(engine, series: str) -> int:  # type: ignore[no-untyped-def]
+    return int(scalar(engine, "SELECT coalesce(sum(n_messages), 0) FROM trend_windows "
+                              "WHERE series = :s AND dimension = 'topic'", s=series))
+
+
+def test_messages_are_classified_counted_and_bad_ones_dead_lettered(broker, engine, classifier, settings, unique):  # type: ignore[no-untyped-def]
+    setup_topics(broker.bootstrap, settings)
+    good = posts(24, unique)
+    bad = [b"{broken json", json.dumps({"id": "x", "source": "s"}).encode(), b"\xff\xfe"]
+    send(broker.bootstrap, settings.social_topic, [*good[:12], *bad, *good[12:]])
+
+    with RunningWorker(settings, classifier, engine, broker.bootstrap) as running:
+        wait_for(lambda: running.worker.stats.consumed == 27, what="27 records consumed")
+
+    assert count_rows(engine, unique) == 24
+    assert topic_total(engine, settings.trend_series) == 24
+    assert int(scalar(engine, "SELECT coalesce(sum(n_messages), 0) FROM trend_windows WHERE series = :s "
+                              "AND dimension = 'source' AND key = 'test-social'", s=settings.trend_series)) == 24
+    tickers = scalar(engine, "SELECT sum(n_messages) FROM trend_windows WHERE series = :s AND dimension = 'ticker' "
+                             "AND key = 'AAPL'", s=settings.trend_series)
+    assert int(tickers) == 4  # posts 0, 6, 12, 18 mention $AAPL
+
+    row = None
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT * FROM classified_messages WHERE message_key = :k"),
+                           {"k": f"test-social:{unique}-0"}).mappings().one()
+    assert row["tickers"] == ["AAPL"]
+    assert abs(row["p_negative"] + row["p_neutral"] + row["p_positive"] - 1) < 1e-4
+    assert abs(row["sentiment_score"] - (row["p_positive"] - row["p_negative"])) < 1e-4
+    assert row["model_version"] == classifier.version
+
+    letters = read_topic(broker.bootstrap, settings.dead_letter_topic, f"dlq-reader-{unique}", expected=3)
+    reasons = sorted(json.loads(m.value())["reason"] for m in letters)
+    assert len(reasons) == 3
+    assert any("Invalid JSON" in r or "json" in r.lower() for r in reasons)
+    assert any("published_at" in r for r in reasons)
+
+    # Offsets are committed past everything, so the group resumes after the last record.
+    offsets = committed_offsets(broker.bootstrap, settings.consumer_group)
+    assert sum(offsets.values()) == 27
+
+
+def test_replaying_the_same_messages_changes_no_count(broker, engine, classifier, settings, unique):  # type: ignore[no-untyped-def]
+    setup_topics(broker.bootstrap, settings)
+    messages = posts(20, unique)
+    send(broker.bootstrap, settings.social_topic, messages)
+    with RunningWorker(settings, classifier, engine, broker.bootstrap) as running:
+        wait_for(lambda: running.worker.stats.consumed == 20, what="first pass")
+    assert topic_total(engine, settings.trend_series) == 20
+
+    # Replay: the same messages again, plus a second group re-reading the topic from the start.
+    send(broker.bootstrap, settings.social_topic, messages)
+    with RunningWorker(settings, classifier, engine, broker.bootstrap, group=f"replay-{unique}") as running:
+        wait_for(lambda: running.worker.stats.consumed == 40, what="replay from the start")
+        assert running.worker.stats.stored == 0
+        assert running.worker.stats.duplicates == 40
+    assert count_rows(engine, unique) == 20
+    assert topic_total(engine, settings.trend_series) == 20
+
+
+def test_offsets_are_committed_only_after_the_database_transaction(broker, engine, classifier, settings, unique):  # type: ignore[no-untyped-def]
+    setup_topics(broker.bootstrap, settings)
+    send(broker.bootstrap, settings.social_topic, posts(10, unique))
+
+    # Hold a lock that blocks the worker's insert, as a slow or stuck database would.
+    release = threading.Event()
+    locked = threading.Event()
+
+    def hold_lock() -> None:
+        with engine.begin() as conn:
+            conn.execute(text("LOCK TABLE classified_messages IN EXCLUSIVE MODE"))
+            locked.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    locked.wait(10)
+    try:
+        with RunningWorker(settings, classifier, engine, broker.bootstrap) as running:
+            wait_for(lambda: int(scalar(engine, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                                "AND query LIKE 'INSERT INTO classified_messages%'")) >= 1,
+                     what="the worker's insert to wait on the lock")
+            assert committed_offsets(broker.bootstrap, settings.consumer_group) == {}
+            assert count_rows(engine, unique) == 0
+            release.set()
+            wait_for(lambda: running.worker.stats.consumed == 10, what="batch to finish")
+        assert count_rows(engine, unique) == 10
+        assert sum(committed_offsets(broker.bootstrap, settings.consumer_group).values()) == 10
+    finally:
+        release.set()
+        holder.join()

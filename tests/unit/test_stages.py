@@ -1,0 +1,72 @@
+import json
+from datetime import datetime, timedelta, timezone
+
+from schemas.messages import RawMessage
+from workers.stages import aggregate, classify, decode, to_row, window_start
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
+
+
+def raw(value: object, kind: str = "social", offset: int = 0) -> RawMessage:
+    data = value if isinstance(value, bytes) or value is None else json.dumps(value).encode()
+    return RawMessage(kind, data, f"{kind}-topic", 0, offset)  # type: ignore[arg-type]
+
+
+def post(i: int, text: str = "$AAPL shares slump after weak guidance", **extra: object) -> dict[str, object]:
+    return {"id": str(i), "source": "x", "published_at": "2026-11-22T11:58:30+00:00", "text": text, **extra}
+
+
+def test_valid_posts_and_articles_are_accepted() -> None:
+    article = {"id": "a1", "source": "wire", "published_at": "2026-11-22T11:00:00Z", "title": "Fed holds rates"}
+    accepted, dead = decode([raw(post(1)), raw(article, kind="news")], NOW)
+    assert dead == []
+    assert [a.key for a in accepted] == ["x:1", "wire:a1"]
+    assert accepted[1].message.text == "Fed holds rates"
+
+
+def test_bad_records_become_dead_letters_with_reasons() -> None:
+    records = [
+        raw(b"{not json"),
+        raw(b"\xff\xfe\x00"),
+        raw(None),
+        raw({"id": "1", "source": "x", "published_at": "2026-11-22T11:00:00Z"}),  # no text
+        raw(post(2, published_at="2026-11-22T11:00:00")),  # naive timestamp
+        raw(post(3, text=123)),  # wrong type (strict: no coercion)
+        raw(post(4, extra_field=1)),  # unknown field
+        raw(post(5, published_at=(NOW + timedelta(days=2)).isoformat())),  # future
+        raw(post(6, text="x" * 20_001)),  # too long
+    ]
+    accepted, dead = decode(records, NOW)
+    assert accepted == []
+    assert len(dead) == len(records)
+    reasons = [d.reason for d in dead]
+    assert "empty record" in reasons[2]
+    assert "text" in reasons[3]
+    assert "timezone" in reasons[4]
+    assert "future" in reasons[7]
+    assert all(d.raw is r for d, r in zip(dead, records))
+
+
+def test_duplicate_keys_in_one_batch_are_kept_once() -> None:
+    accepted, dead = decode([raw(post(1), offset=0), raw(post(1), offset=1)], NOW)
+    assert len(accepted) == 1 and dead == []
+
+
+def test_window_start_floors_to_the_window() -> None:
+    ts = datetime(2026, 11, 22, 11, 58, 30, tzinfo=timezone.utc)
+    assert window_start(ts, 60) == datetime(2026, 11, 22, 11, 58, tzinfo=timezone.utc)
+    assert window_start(ts, 3600) == datetime(2026, 11, 22, 11, 0, tzinfo=timezone.utc)
+
+
+def test_classify_and_aggregate_count_each_dimension(classifier) -> None:  # type: ignore[no-untyped-def]
+    accepted, _ = decode([raw(post(1)), raw(post(2, text="$MSFT and $AAPL rally on record earnings"))], NOW)
+    rows = [to_row(c, 60) for c in classify(accepted, classifier)]
+    assert rows[0]["tickers"] == ["AAPL"] and rows[1]["tickers"] == ["MSFT", "AAPL"]
+    deltas = aggregate(rows)
+    minute = datetime(2026, 11, 22, 11, 58, tzinfo=timezone.utc)
+    assert deltas[("source", "x", minute)].n_messages == 2
+    assert deltas[("ticker", "AAPL", minute)].n_messages == 2
+    assert deltas[("ticker", "MSFT", minute)].n_messages == 1
+    assert sum(d.n_messages for (dim, _, _), d in deltas.items() if dim == "topic") == 2
+    for d in deltas.values():
+        assert d.n_negative + d.n_neutral + d.n_positive == d.n_messages

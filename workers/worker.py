@@ -1,0 +1,152 @@
+"""The worker: consume a micro-batch, run the pure stages, write it durably, then commit offsets.
+
+Order per batch, the at-least-once contract: (1) dead letters produced and acknowledged, (2) rows and
+trend deltas committed in one Postgres transaction, (3) Kafka offsets committed. A crash anywhere
+replays the batch, and the sink's idempotency makes the replay change nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer
+from sqlalchemy import Engine
+
+from finsentry.settings import Settings
+from schemas.messages import DeadLetter, Kind, RawMessage
+from workers import stages
+from workers.delivery import deliver_due
+from workers.detector import run_detection
+from workers.errors import RetryableError
+from workers.kafka_io import consumer_config, next_offsets, producer_config, send_dead_letters
+from workers.sink import PostgresSink
+from workers.spikes import SpikeParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerStats:
+    consumed: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    retries: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+def spike_params(settings: Settings) -> SpikeParams:
+    return SpikeParams(
+        alpha=settings.spike_alpha, z=settings.spike_z, min_lift=settings.spike_min_lift,
+        min_volume=settings.spike_min_volume, warmup_windows=settings.spike_warmup_windows,
+        cooldown_windows=settings.spike_cooldown_windows,
+    )
+
+
+class Worker:
+    def __init__(
+        self, settings: Settings, scorer: stages.Scorer, engine: Engine, bootstrap: str,
+        group_id: str | None = None, stop: threading.Event | None = None,
+    ):
+        self.settings = settings
+        self.scorer = scorer
+        self.engine = engine
+        self.bootstrap = bootstrap
+        self.group_id = group_id or settings.consumer_group
+        self.stop = stop or threading.Event()
+        self.stats = WorkerStats()
+        self.sink = PostgresSink(engine, settings.window_seconds, settings.trend_series)
+        self._kinds: dict[str, Kind] = {settings.news_topic: "news", settings.social_topic: "social"}
+
+    def run(self) -> WorkerStats:
+        consumer = Consumer(consumer_config(self.bootstrap, self.group_id))
+        producer = Producer(producer_config(self.bootstrap))
+        consumer.subscribe(self.settings.input_topics)
+        log.info("worker %s consuming %s (model %s)", self.group_id, self.settings.input_topics,
+                 self.scorer.version)
+        try:
+            while not self.stop.is_set():
+                messages = consumer.consume(self.settings.micro_batch_size, self.settings.micro_batch_timeout_s)
+                if messages:
+                    self._handle(consumer, producer, messages)
+        finally:
+            consumer.close()
+            producer.flush(5)
+        return self.stats
+
+    def _handle(self, consumer: Consumer, producer: Producer, messages: list[Any]) -> None:
+        raws: list[RawMessage] = []
+        for msg in messages:
+            if msg.error():
+                log.warning("kafka error: %s", msg.error())
+                continue
+            raws.append(RawMessage(self._kinds[msg.topic()], msg.value(), msg.topic(), msg.partition(), msg.offset()))
+        accepted, dead = stages.decode(raws, datetime.now(timezone.utc))
+        classified = stages.classify(accepted, self.scorer) if accepted else []
+        rows = [stages.to_row(item, self.settings.window_seconds) for item in classified]
+        self._durably(lambda: send_dead_letters(producer, self.settings.dead_letter_topic, dead))
+        self.sink.add(rows)
+        stored = self._durably(self.sink.flush)
+        try:
+            consumer.commit(offsets=next_offsets([m for m in messages if not m.error()]), asynchronous=False)
+        except KafkaException as err:
+            # The partitions moved to another worker meanwhile: it replays them, idempotently.
+            log.warning("offset commit failed, batch will be replayed elsewhere: %s", err)
+        self.stats.consumed += len(raws)
+        self.stats.stored += stored
+        self.stats.duplicates += len(raws) - len(dead) - stored  # seen before, in this batch or earlier
+        self.stats.dead_lettered += len(dead)
+        self.stats.batches += 1
+        _log_dead(dead)
+
+    def _durably(self, action: Any) -> Any:
+        """Run an action until it succeeds, backing off on RetryableError (never skip past it)."""
+        delay = 0.2
+        while True:
+            try:
+                return action()
+            except RetryableError as err:
+                if self.stop.is_set():
+                    raise
+                self.stats.retries += 1
+                log.warning("%s; retrying in %.1f s", err, delay)
+                time.sleep(delay * (0.5 + random.random() / 2))
+                delay = min(delay * 2, 30.0)
+
+
+def _log_dead(dead: list[DeadLetter]) -> None:
+    for item in dead[:5]:
+        log.info("dead letter %s:%d:%d (%s): %s", item.raw.topic, item.raw.partition, item.raw.offset,
+                 item.stage, item.reason)
+
+
+class AlertLoop(threading.Thread):
+    """Detection over closed windows and webhook delivery, every `detect_interval_s`."""
+
+    def __init__(self, settings: Settings, engine: Engine, stop: threading.Event):
+        super().__init__(name="alert-loop", daemon=True)
+        self.settings = settings
+        self.engine = engine
+        self.stop_event = stop
+
+    def run_once(self) -> tuple[list[int], int]:
+        s = self.settings
+        touched = run_detection(self.engine, spike_params(s), s.allowed_lateness_s, s.window_seconds,
+                                s.webhook_url_list, series=s.trend_series)
+        delivered = deliver_due(self.engine, s.webhook_secret.get_secret_value(), s.webhook_timeout_s,
+                                s.webhook_max_attempts, s.webhook_backoff_s)
+        return touched, delivered
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.settings.detect_interval_s):
+            try:
+                self.run_once()
+            except Exception:  # noqa: BLE001 - keep the loop alive; the next pass retries
+                log.exception("alert loop pass failed; retrying")
