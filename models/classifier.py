@@ -33,19 +33,52 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"auto" is fp16 on a GPU and int8 (dynamic quantisation of the linear layers) on a CPU."""
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "int8"
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError("int8 dynamic quantisation runs on the CPU only")
+    if precision in {"fp16", "bf16"} and device.type != "cuda":
+        raise ValueError(f"{precision} inference needs a GPU")
+    return precision
+
+
+def quantize_int8(network: torch.nn.Module) -> torch.nn.Module:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch marks its quantised tensor API deprecated; it still runs
+        return torch.ao.quantization.quantize_dynamic(network, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+# Forward batch sizes that measured best per device type (`finsentry bench` reports the limit's best).
+DEFAULT_FORWARD_BATCH = {"cpu": 32, "cuda": 1024}
+
+
 class Classifier:
-    def __init__(self, model_dir: Path, device: str = "auto", forward_batch_size: int = 256):
-        network, meta, version = load_network(model_dir)
+    def __init__(
+        self, model_dir: Path, device: str = "auto", forward_batch_size: int = 0, precision: str = "auto"
+    ):
+        loaded, meta, version = load_network(model_dir)
+        network: torch.nn.Module = loaded
         self.device = resolve_device(device)
-        if self.device.type == "cuda":
-            network = network.to(self.device, dtype=torch.float16)
+        self.precision = resolve_precision(precision, self.device)
+        if self.precision == "int8":
+            network = quantize_int8(network)
+        elif self.precision in {"fp16", "bf16"}:
+            dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+            network = network.to(self.device, dtype=dtype)
+        else:
+            network = network.to(self.device)
         self.network = network
         self.meta = meta
         self.version = version
         self.topics = meta.topics
         self.sentiments = meta.sentiments
-        self.forward_batch_size = forward_batch_size
-        self.tokenizer = BatchTokenizer(model_dir / TOKENIZER, meta.max_length)
+        self.forward_batch_size = forward_batch_size or DEFAULT_FORWARD_BATCH.get(self.device.type, 256)
+        self.tokenizer_file = model_dir / TOKENIZER
+        self.tokenizer = BatchTokenizer(self.tokenizer_file, meta.max_length)
         self._temperatures = torch.tensor(
             [meta.topic_temperature, meta.sentiment_temperature], dtype=torch.float32
         )

@@ -1,8 +1,10 @@
 """Fine-tuning the two-head classifier from the packaged all-MiniLM-L6-v2 weights.
 
 Recipe: joint training of both heads on mixed, length-bucketed batches (each text carries one task's
-label; the other head's loss is masked), sqrt-inverse-frequency class weights, label smoothing,
-AdamW with linear warm-up and decay, then temperature scaling of each head on the dev split.
+label), sqrt-inverse-frequency class weights, label smoothing, AdamW with linear warm-up and decay,
+then temperature scaling of each head on the dev split. With a teacher model, each text also gets the
+teacher's soft labels for the task it has no label for (cross-task distillation), so both heads learn
+from every text.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ class TrainConfig:
     label_smoothing: float = 0.05
     freeze_embeddings: bool = True
     max_examples_per_task: int | None = None  # small runs for tests and CPU smoke checks
+    teacher_dir: str | None = None  # a model folder whose soft labels fill in the missing task
+    distill_weight: float = 0.5
+    distill_temperature: float = 2.0
 
 
 @dataclass
@@ -99,6 +104,30 @@ def _bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random) -
         batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
     rng.shuffle(batches)
     return batches
+
+
+def _teacher_probs(config: TrainConfig, train_set: list[Example]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The teacher's softened probabilities for both heads on every training text (or None)."""
+    if not config.teacher_dir:
+        return None, None
+    from models.artifacts import TOKENIZER, load_network
+
+    teacher_dir = Path(config.teacher_dir)
+    teacher, meta, _ = load_network(teacher_dir)
+    ids = BatchTokenizer(teacher_dir / TOKENIZER, meta.max_length).encode([ex.text for ex in train_set])
+    topic_logits, sent_logits = predict_logits(teacher, ids, torch.device("cpu"))
+    t = config.distill_temperature
+    return (torch.softmax(torch.from_numpy(topic_logits) / t, dim=-1),
+            torch.softmax(torch.from_numpy(sent_logits) / t, dim=-1))
+
+
+def _distill(logits: torch.Tensor, teacher: torch.Tensor, rows: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Mean KL(teacher || student) at `temperature` over the selected rows (0 when none)."""
+    if not bool(rows.any()):
+        return logits.new_zeros(())
+    log_student = torch.log_softmax(logits[rows] / temperature, dim=-1)
+    kl = torch.nn.functional.kl_div(log_student, teacher[rows], reduction="batchmean")
+    return kl * temperature**2
 
 
 def merge_corrections(examples: list[Example], corrections: Sequence[Example]) -> list[Example]:
@@ -208,6 +237,7 @@ def train(
 
     train_ids = tokenizer.encode([ex.text for ex in train_set])
     dev_ids = tokenizer.encode([ex.text for ex in dev_set])
+    teacher_topic, teacher_sent = _teacher_probs(config, train_set)
     topic_labels = torch.tensor([ex.label if ex.task == "topic" else -100 for ex in train_set])
     sent_labels = torch.tensor([ex.label if ex.task == "sentiment" else -100 for ex in train_set])
     topic_loss = nn.CrossEntropyLoss(
@@ -224,7 +254,8 @@ def train(
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
     total_steps = max(1, int(steps_per_epoch * config.epochs))
     warmup = max(1, int(total_steps * config.warmup_fraction))
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, param in network.named_parameters():
         if param.requires_grad:
             (no_decay if param.ndim == 1 else decay).append(param)
@@ -253,6 +284,14 @@ def train(
             index = torch.tensor(batch)
             t_labels, s_labels = topic_labels[index].to(device), sent_labels[index].to(device)
             loss = (topic_loss(topic_logits.float(), t_labels) + sent_loss(sent_logits.float(), s_labels)) / len(batch)
+            if teacher_topic is not None and teacher_sent is not None:
+                # Soft labels only where the text has no hard label for that head.
+                loss = loss + config.distill_weight * (
+                    _distill(topic_logits.float(), teacher_topic[index].to(device), t_labels == -100,
+                             config.distill_temperature)
+                    + _distill(sent_logits.float(), teacher_sent[index].to(device), s_labels == -100,
+                               config.distill_temperature)
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
