@@ -18,6 +18,14 @@ from finsentry.settings import Settings, get_settings
 log = logging.getLogger("finsentry")
 
 
+def _load_classifier(settings: Settings, model_dir: Path | None = None) -> Any:
+    from models.classifier import Classifier
+
+
+    return Classifier(model_dir or settings.model_dir, settings.device, settings.forward_batch_size,
+                      settings.precision)
+
+
 def _stop_on_signals() -> threading.Event:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -49,7 +57,6 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from finsentry.db import make_engine, migrate
     from finsentry.embedded import services
-    from models.classifier import Classifier
     from workers.kafka_io import ensure_topics
     from workers.lifecycle import champion_dir
     from workers.worker import AlertLoop, Worker
@@ -60,7 +67,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
             migrate(url)  # the embedded database is ours to migrate
         engine = make_engine(url)
         ensure_topics(bootstrap, [*settings.input_topics, settings.dead_letter_topic], settings.topic_partitions)
-        classifier = Classifier(champion_dir(engine, settings.model_dir), settings.device, settings.forward_batch_size)
+        classifier = _load_classifier(settings, champion_dir(engine, settings.model_dir))
         log.info("model %s on %s; broker %s", classifier.version, classifier.device, bootstrap)
         alert_loop = AlertLoop(settings, engine, stop)
         alert_loop.start()
@@ -76,9 +83,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
-    from models.classifier import Classifier
 
-    classifier = Classifier(args.model_dir or settings.model_dir, settings.device, settings.forward_batch_size)
+    classifier = _load_classifier(settings, args.model_dir)
     with open(args.input, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         if "text" not in (reader.fieldnames or []):
@@ -98,11 +104,10 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     import numpy as np
 
-    from models.classifier import Classifier
     from models.dataset import read_labelled_csv
     from models.metrics import classification_report
 
-    classifier = Classifier(args.model_dir or settings.model_dir, settings.device, settings.forward_batch_size)
+    classifier = _load_classifier(settings, args.model_dir)
     examples = read_labelled_csv(Path(args.input), args.task)
     scores = classifier.score([ex.text for ex in examples])
     y_true = np.asarray([ex.label for ex in examples])
@@ -112,6 +117,29 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         y_pred, names = scores.sentiment_probs.argmax(axis=1), classifier.sentiments
     report = classification_report(y_true, y_pred, names)
     print(json.dumps({"task": args.task, "model_version": classifier.version, **report}))
+    return 0
+
+
+def cmd_evaluate_spikes(args: argparse.Namespace, settings: Settings) -> int:
+    import random
+
+    from models.dataset import SENTIMENT_DIR, TOPIC_DIR, read_labelled_csv
+    from workers.spike_eval import EvalConfig, evaluate, topic_pools
+    from workers.worker import spike_params
+
+    classifier = _load_classifier(settings, args.model_dir)
+    texts = [ex.text for ex in read_labelled_csv(TOPIC_DIR / "train.csv", "topic")
+             + read_labelled_csv(SENTIMENT_DIR / "train.csv", "sentiment")]
+    random.Random(5).shuffle(texts)
+    scores = classifier.score(texts[: args.texts])
+    negative = list(scores.sentiment_probs.argmax(axis=1) == classifier.sentiments.index("negative"))
+    pools = topic_pools([classifier.topics[i] for i in scores.topic_index], negative, min_pool=40)
+    for volume in args.volume:
+        config = EvalConfig(volume=volume, windows_per_topic=args.windows)
+        result = evaluate(pools, spike_params(settings), config)
+        if not args.per_topic:
+            result.pop("per_topic")
+        print(json.dumps({"model_version": classifier.version, "texts": args.texts, **result}))
     return 0
 
 
@@ -178,10 +206,27 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from finsentry.db import make_engine, migrate
+    from finsentry.embedded import services
+    from workers.bench import print_table, run_bench
+
+    with services(settings) as (bootstrap, url):
+        if settings.database_url is None:
+            migrate(url)
+        engine = make_engine(url)
+        classifier = _load_classifier(settings, args.model_dir)
+        result = run_bench(settings, classifier, engine, bootstrap, quick=args.quick)
+        engine.dispose()
+    print_table(result)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from workers.demo import run_demo
 
-    summary = run_demo(settings)
+    summary = run_demo(settings, _load_classifier(settings))
     print(json.dumps(summary), flush=True)
     ok = summary["classified"] == summary["messages"] and summary["alerts"] >= 1
     return 0 if ok else 1
@@ -211,6 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", type=Path)
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("evaluate-spikes", help="recall, delay and false alerts of spike detection on real text")
+    p.add_argument("--texts", type=int, default=6000, help="labelled texts to classify for the topic pools")
+    p.add_argument("--windows", type=int, default=1500, help="windows simulated per topic")
+    p.add_argument("--volume", type=float, nargs="+", default=[100.0, 200.0], help="mean messages per window")
+    p.add_argument("--per-topic", action="store_true")
+    p.add_argument("--model-dir", type=Path)
+    p.set_defaults(func=cmd_evaluate_spikes)
+
     p = sub.add_parser("train", help="fine-tune the classifier (GPU when there is one)")
     p.add_argument("--epochs", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=13)
@@ -227,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topic", required=True, choices=["news", "social"])
     p.add_argument("--rate", type=float, help="messages per second (default: as fast as possible)")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("bench", help="measure the model's limit and the worker's throughput and latency")
+    p.add_argument("--quick", action="store_true", help="small sizes: under 2 minutes on a 2-core machine")
+    p.add_argument("--model-dir", type=Path)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("broker", help="run an embedded Kafka-compatible broker in the foreground")
     p.add_argument("--port", type=int)

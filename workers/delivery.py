@@ -35,6 +35,11 @@ def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
+def signature_header(secrets: list[str], webhook_id: str, timestamp: int, body: bytes) -> str:
+    """One signature per current secret, space-separated: receivers accept any they know (rotation)."""
+    return " ".join(sign(s, webhook_id, timestamp, body) for s in secrets)
+
+
 def verify(secrets: list[str], headers: dict[str, str], body: bytes, tolerance_s: int = 300) -> bool:
     """Receiver side: true when any current secret signed this body recently."""
     try:
@@ -85,7 +90,7 @@ def backoff_s(attempts: int, base_s: float, rng: random.Random) -> float:
 
 
 def deliver_due(
-    engine: Engine, secret: str, timeout_s: float, max_attempts: int, base_backoff_s: float,
+    engine: Engine, secrets: list[str], timeout_s: float, max_attempts: int, base_backoff_s: float,
     limit: int = 20, rng: random.Random | None = None,
 ) -> int:
     """Send every due delivery once; return how many were delivered."""
@@ -105,7 +110,7 @@ def deliver_due(
                 "user-agent": "finsentry-webhooks/1",
                 "webhook-id": row.webhook_id,
                 "webhook-timestamp": str(timestamp),
-                "webhook-signature": sign(secret, row.webhook_id, timestamp, body),
+                "webhook-signature": signature_header(secrets, row.webhook_id, timestamp, body),
             }
             outcome = post(row.endpoint_url, body, headers, timeout_s)
             conn.execute(delivery_attempts.insert().values(

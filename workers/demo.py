@@ -90,21 +90,22 @@ def _message(run_id: str, number: int, text: str, at: datetime, rng: random.Rand
                       "text": text, "author": f"trader{rng.randint(1, 500)}"}
 
 
-def run_demo(settings: Settings, timeout_s: float = 420.0) -> dict[str, Any]:
+def run_demo(settings: Settings, classifier: Classifier, timeout_s: float = 420.0) -> dict[str, Any]:
     started = time.monotonic()
     with services(settings) as (bootstrap, database_url):
         migrate(database_url)
         engine = make_engine(database_url)
         ensure_topics(bootstrap, [*settings.input_topics, settings.dead_letter_topic], settings.topic_partitions)
-        classifier = Classifier(settings.model_dir, settings.device, settings.forward_batch_size)
-        print(f"model {classifier.version} on {classifier.device}")
-        secret = settings.webhook_secret.get_secret_value()
-        with WebhookReceiver([secret]) as receiver:
+        print(f"model {classifier.version} on {classifier.device} ({classifier.precision})")
+        with WebhookReceiver(settings.webhook_secret_list) as receiver:
             plan = plan_stream(classifier, datetime.now(timezone.utc))
             demo_settings = settings.model_copy(update={
                 "webhook_urls": receiver.url, "consumer_group": f"finsentry-demo-{plan.run_id}",
                 "trend_series": plan.series,
-                "spike_min_volume": 5, "detect_interval_s": 0.5,
+                # The demo's stream is thin (about 5 messages a minute in the burst topic before the
+                # burst), so the detector reads smaller windows and warms up sooner than in production.
+                "spike_min_volume": 4, "spike_warmup_windows": 5, "spike_dimensions": ["topic"],
+                "detect_interval_s": 0.5,
             })
             stop = threading.Event()
             worker = Worker(demo_settings, classifier, engine, bootstrap, stop=stop)
@@ -173,12 +174,14 @@ def _print_report(engine: Engine, plan: DemoPlan, receiver: WebhookReceiver) -> 
         opened = conn.execute(select(alerts).where(alerts.c.series == plan.series)).all()
     print("\nTrends by topic over the demo's 30 simulated minutes")
     print(f"{'topic':32} {'messages':>8} {'neg share':>9} {'mean score':>10}")
-    for key, n, neg, score in totals:
-        print(f"{key:32} {int(n):8d} {float(neg) / float(n):9.2f} {float(score) / float(n):10.2f}")
+    for row in totals:
+        n, neg, score = (float(v) for v in row[1:])
+        print(f"{row[0]:32} {int(n):8d} {neg / n:9.2f} {score / n:10.2f}")
     print(f"\nPer minute, {plan.burst_topic} (burst injected from {plan.burst_start:%H:%M} UTC)")
     print(f"{'window':>6} {'messages':>8} {'neg share':>9} {'mean score':>10}")
-    for start, n, neg, score in minutes:
-        print(f"{start:%H:%M} {int(n):8d} {neg / n:9.2f} {score / n:10.2f}")
+    for row in minutes:
+        n, neg, score = float(row.n_messages), float(row.n_negative), float(row.sum_score)
+        print(f"{row.window_start:%H:%M} {int(n):8d} {neg / n:9.2f} {score / n:10.2f}")
     print("\nAlerts")
     for row in opened:
         print(f"#{row.id} {row.status:8} {row.dimension}={row.key} window {row.window_start:%H:%M} "

@@ -43,10 +43,11 @@ def corrections(engine: Engine, topics: list[str]) -> list[Example]:
     """Analysts' labels as training examples (label names mapped to indices; unknown names skipped)."""
     out: list[Example] = []
     with engine.connect() as conn:
-        for task, text_, label in conn.execute(select(labels.c.task, labels.c.text, labels.c.label)):
+        for row in conn.execute(select(labels.c.task, labels.c.text, labels.c.label)):
+            task, label = str(row.task), str(row.label)
             names = topics if task == "topic" else list(SENTIMENTS)
             if label in names:
-                out.append(Example(text_, task, names.index(label)))
+                out.append(Example(str(row.text), task, names.index(label)))
     return out
 
 

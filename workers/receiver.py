@@ -48,8 +48,8 @@ class WebhookReceiver:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/hooks/finsentry"
+        port = self._server.server_address[1]
+        return f"http://127.0.0.1:{port}/hooks/finsentry"
 
     def __enter__(self) -> "WebhookReceiver":
         self._thread.start()

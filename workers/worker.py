@@ -11,6 +11,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -25,6 +26,7 @@ from workers.delivery import deliver_due
 from workers.detector import run_detection
 from workers.errors import RetryableError
 from workers.kafka_io import consumer_config, next_offsets, producer_config, send_dead_letters
+from workers.routing import build_routes
 from workers.sink import PostgresSink
 from workers.spikes import SpikeParams
 
@@ -42,9 +44,21 @@ class WorkerStats:
     started: float = field(default_factory=time.monotonic)
 
 
+@dataclass(frozen=True)
+class BatchReport:
+    """What one committed batch did, for benchmarks and metrics."""
+
+    records: int
+    stored: int
+    dead_lettered: int
+    produced_at_ms: list[int]  # Kafka CreateTime of each record
+    committed_at: float  # time.time() when the offsets were committed
+    seconds: dict[str, float]  # per step: pipeline, dead_letters, database, commit
+
+
 def spike_params(settings: Settings) -> SpikeParams:
     return SpikeParams(
-        alpha=settings.spike_alpha, z=settings.spike_z, min_lift=settings.spike_min_lift,
+        alpha=settings.spike_alpha, ratio=settings.spike_ratio, threshold=settings.spike_threshold,
         min_volume=settings.spike_min_volume, warmup_windows=settings.spike_warmup_windows,
         cooldown_windows=settings.spike_cooldown_windows,
     )
@@ -54,6 +68,7 @@ class Worker:
     def __init__(
         self, settings: Settings, scorer: stages.Scorer, engine: Engine, bootstrap: str,
         group_id: str | None = None, stop: threading.Event | None = None,
+        on_batch: Callable[[BatchReport], None] | None = None,
     ):
         self.settings = settings
         self.scorer = scorer
@@ -62,6 +77,7 @@ class Worker:
         self.group_id = group_id or settings.consumer_group
         self.stop = stop or threading.Event()
         self.stats = WorkerStats()
+        self.on_batch = on_batch
         self.sink = PostgresSink(engine, settings.window_seconds, settings.trend_series)
         self._kinds: dict[str, Kind] = {settings.news_topic: "news", settings.social_topic: "social"}
 
@@ -82,6 +98,7 @@ class Worker:
         return self.stats
 
     def _handle(self, consumer: Consumer, producer: Producer, messages: list[Any]) -> None:
+        clock = [time.perf_counter()]
         raws: list[RawMessage] = []
         for msg in messages:
             if msg.error():
@@ -91,14 +108,23 @@ class Worker:
         accepted, dead = stages.decode(raws, datetime.now(timezone.utc))
         classified = stages.classify(accepted, self.scorer) if accepted else []
         rows = [stages.to_row(item, self.settings.window_seconds) for item in classified]
+        clock.append(time.perf_counter())
         self._durably(lambda: send_dead_letters(producer, self.settings.dead_letter_topic, dead))
+        clock.append(time.perf_counter())
         self.sink.add(rows)
         stored = self._durably(self.sink.flush)
+        clock.append(time.perf_counter())
         try:
             consumer.commit(offsets=next_offsets([m for m in messages if not m.error()]), asynchronous=False)
         except KafkaException as err:
             # The partitions moved to another worker meanwhile: it replays them, idempotently.
             log.warning("offset commit failed, batch will be replayed elsewhere: %s", err)
+        clock.append(time.perf_counter())
+        if self.on_batch:
+            steps = ("pipeline", "dead_letters", "database", "commit")
+            self.on_batch(BatchReport(
+                len(raws), stored, len(dead), [m.timestamp()[1] for m in messages if not m.error()], time.time(),
+                {name: clock[i + 1] - clock[i] for i, name in enumerate(steps)}))
         self.stats.consumed += len(raws)
         self.stats.stored += stored
         self.stats.duplicates += len(raws) - len(dead) - stored  # seen before, in this batch or earlier
@@ -135,12 +161,14 @@ class AlertLoop(threading.Thread):
         self.settings = settings
         self.engine = engine
         self.stop_event = stop
+        self.routes = build_routes(settings.webhook_url_list, settings.webhook_routes)
 
     def run_once(self) -> tuple[list[int], int]:
         s = self.settings
         touched = run_detection(self.engine, spike_params(s), s.allowed_lateness_s, s.window_seconds,
-                                s.webhook_url_list, series=s.trend_series)
-        delivered = deliver_due(self.engine, s.webhook_secret.get_secret_value(), s.webhook_timeout_s,
+                                self.routes, series=s.trend_series, dimensions=tuple(s.spike_dimensions),
+                                overrides=s.spike_overrides)
+        delivered = deliver_due(self.engine, s.webhook_secret_list, s.webhook_timeout_s,
                                 s.webhook_max_attempts, s.webhook_backoff_s)
         return touched, delivered
 

@@ -16,6 +16,7 @@ from schemas.tables import trend_windows
 from tests.integration.helpers import scalar
 from workers.delivery import deliver_due
 from workers.detector import run_detection
+from workers.routing import build_routes
 from workers.spikes import SpikeParams
 
 pytestmark = pytest.mark.integration
@@ -51,7 +52,7 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
 
 
-def insert_windows(engine, series: str, topic: str, shares: list[float], volume: int = 40) -> None:  # type: ignore[no-untyped-def]
+def insert_windows(engine, series: str, topic: str, shares: list[float], volume: int = 100) -> None:  # type: ignore[no-untyped-def]
     rows = [{"series": series, "dimension": "topic", "key": topic, "window_start": T0 + timedelta(minutes=i),
              "window_seconds": 60, "n_messages": volume, "n_negative": round(s * volume),
              "n_neutral": volume - round(s * volume), "n_positive": 0, "sum_score": -s * volume}
@@ -61,29 +62,29 @@ def insert_windows(engine, series: str, topic: str, shares: list[float], volume:
 
 
 def detect(engine, series: str, urls: list[str]) -> list[int]:  # type: ignore[no-untyped-def]
-    return run_detection(engine, SpikeParams(min_volume=10), allowed_lateness_s=120, window_seconds=60,
-                         webhook_urls=urls, series=series)
+    return run_detection(engine, SpikeParams(warmup_windows=5), allowed_lateness_s=120, window_seconds=60,
+                         routes=build_routes(urls, []), series=series)
 
 
 def test_a_burst_raises_one_alert_delivered_once_despite_failures(engine, unique):  # type: ignore[no-untyped-def]
     series = f"alerts-{unique}"
     receiver = Receiver(statuses=[500, 429])  # two failures, then success
-    shares = [0.15, 0.2, 0.1, 0.15, 0.2, 0.15, 0.7, 0.75, 0.15, 0.1, 0.15, 0.2, 0.15]
+    shares = [0.15, 0.18, 0.12, 0.16, 0.14, 0.15, 0.17, 0.13, 0.16, 0.15, 0.7, 0.75, 0.15, 0.1, 0.15, 0.2, 0.15]
     insert_windows(engine, series, "Energy | Oil", shares)
 
     touched = detect(engine, series, [receiver.url])
-    assert len(touched) == 2  # opened at window 6, resolved at window 8; the last 2 windows are still open
+    assert len(touched) == 2  # opened at window 10, resolved by window 13; the last 2 windows are still open
     assert detect(engine, series, [receiver.url]) == []  # a second pass finds nothing new
 
     with engine.connect() as conn:
         alert = conn.execute(text("SELECT * FROM alerts WHERE series = :s"), {"s": series}).mappings().one()
     assert alert["status"] == "resolved"
-    assert alert["window_start"] == T0 + timedelta(minutes=6)
+    assert alert["window_start"] == T0 + timedelta(minutes=10)
     assert alert["observed_share"] == pytest.approx(0.7)
-    assert alert["baseline_share"] == pytest.approx(0.16, abs=0.03)
+    assert alert["baseline_share"] == pytest.approx(0.15, abs=0.02)
 
     for _ in range(4):  # retries: 500, then 429 (Retry-After 0), then success for both events
-        deliver_due(engine, SECRET, timeout_s=5, max_attempts=5, base_backoff_s=0.0)
+        deliver_due(engine, [SECRET], timeout_s=5, max_attempts=5, base_backoff_s=0.0)
     ids = [webhook_id for webhook_id, _ in receiver.received]
     payloads = {webhook_id: p for webhook_id, p in receiver.received}
     assert len(set(ids)) == 2  # one opened, one resolved
@@ -103,10 +104,10 @@ def test_a_burst_raises_one_alert_delivered_once_despite_failures(engine, unique
 def test_a_gone_endpoint_is_disabled(engine, unique):  # type: ignore[no-untyped-def]
     series = f"gone-{unique}"
     receiver = Receiver(statuses=[410])
-    insert_windows(engine, series, "Macro", [0.1] * 6 + [0.8] + [0.8] * 3)
+    insert_windows(engine, series, "Macro", [0.1] * 10 + [0.8] * 4)
     assert len(detect(engine, series, [receiver.url])) == 1
-    deliver_due(engine, SECRET, timeout_s=5, max_attempts=5, base_backoff_s=0.0)
-    deliver_due(engine, SECRET, timeout_s=5, max_attempts=5, base_backoff_s=0.0)
+    deliver_due(engine, [SECRET], timeout_s=5, max_attempts=5, base_backoff_s=0.0)
+    deliver_due(engine, [SECRET], timeout_s=5, max_attempts=5, base_backoff_s=0.0)
     assert len(receiver.received) == 1
     assert scalar(engine, "SELECT d.status FROM alert_deliveries d JOIN alerts a ON a.id = d.alert_id "
                           "WHERE a.series = :s", s=series) == "disabled"
@@ -115,7 +116,7 @@ def test_a_gone_endpoint_is_disabled(engine, unique):  # type: ignore[no-untyped
 
 def test_concurrent_detection_passes_decide_once(engine, unique):  # type: ignore[no-untyped-def]
     series = f"race-{unique}"
-    insert_windows(engine, series, "Politics", [0.1] * 6 + [0.9] * 4)
+    insert_windows(engine, series, "Politics", [0.1] * 10 + [0.9] * 4)
     results: list[list[int]] = []
     threads = [threading.Thread(target=lambda: results.append(detect(engine, series, []))) for _ in range(4)]
     for t in threads:
@@ -125,3 +126,31 @@ def test_concurrent_detection_passes_decide_once(engine, unique):  # type: ignor
     assert int(scalar(engine, "SELECT count(*) FROM alerts WHERE series = :s", s=series)) == 1
     assert sum(len(r) for r in results) == 1
     assert json.loads(json.dumps(results))  # plain ids
+
+
+def test_tickers_with_enough_volume_are_watched_too(engine, unique):  # type: ignore[no-untyped-def]
+    series = f"ticker-{unique}"
+    rows = [{"series": series, "dimension": "ticker", "key": "TSLA", "window_start": T0 + timedelta(minutes=i),
+             "window_seconds": 60, "n_messages": 50, "n_negative": k, "n_neutral": 50 - k, "n_positive": 0,
+             "sum_score": -k} for i, k in enumerate([5, 6, 4, 5, 7, 5, 6, 4, 5, 6, 30, 32, 31, 5])]
+    with engine.begin() as conn:
+        conn.execute(trend_windows.insert(), rows)
+    touched = run_detection(engine, SpikeParams(warmup_windows=5), allowed_lateness_s=60, window_seconds=60,
+                            routes=[], series=series, dimensions=("topic", "ticker"))
+    assert len(touched) == 1
+    with engine.connect() as conn:
+        alert = conn.execute(text("SELECT dimension, key, payload FROM alerts WHERE series = :s"),
+                             {"s": series}).one()
+    assert (alert.dimension, alert.key) == ("ticker", "TSLA")
+    assert alert.payload["baseline_negative_share"] == pytest.approx(0.106, abs=0.02)
+
+
+def test_rotated_secrets_both_verify(engine, unique):  # type: ignore[no-untyped-def]
+    series = f"rotate-{unique}"
+    new_secret = "whsec_" + "bmV3LXNlY3JldC1mb3Itcm90YXRpb24="
+    receiver = Receiver(statuses=[])  # verifies with SECRET only (the old one)
+    insert_windows(engine, series, "Earnings", [0.1] * 10 + [0.8] * 4)
+    assert len(detect(engine, series, [receiver.url])) == 1
+    deliver_due(engine, [new_secret, SECRET], timeout_s=5, max_attempts=5, base_backoff_s=0.0)
+    assert len(receiver.received) == 1
+    receiver.server.shutdown()

@@ -23,3 +23,30 @@ def test_migrated_database_matches_the_table_definitions(engine) -> None:  # typ
 def test_views_exist_and_answer(engine, view: str) -> None:  # type: ignore[no-untyped-def]
     with engine.connect() as conn:
         conn.execute(text(f"SELECT * FROM {view} LIMIT 1")).all()
+
+
+@pytest.mark.parametrize("view", ["topic_sentiment_day", "ticker_sentiment_day", "source_sentiment_day"])
+def test_daily_rollups_answer(engine, view: str) -> None:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        conn.execute(text(f"SELECT * FROM {view} LIMIT 1")).all()
+
+
+def test_analyst_role_reads_trends_and_alerts_and_nothing_else(engine) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy.exc import ProgrammingError
+
+    with engine.connect() as conn:
+        conn.execute(text("SET ROLE finsentry_analyst"))
+        for readable in ("trend_windows", "alerts", "topic_sentiment_hour", "open_alerts", "ticker_sentiment_day"):
+            conn.execute(text(f"SELECT count(*) FROM {readable}")).scalar()
+        conn.rollback()
+        for hidden in ("classified_messages", "alert_deliveries", "labels", "model_versions"):
+            conn.execute(text("SET ROLE finsentry_analyst"))
+            with pytest.raises(ProgrammingError, match="permission denied"):
+                conn.execute(text(f"SELECT count(*) FROM {hidden}"))
+            conn.rollback()
+        conn.execute(text("SET ROLE finsentry_analyst"))
+        with pytest.raises(ProgrammingError, match="permission denied"):
+            conn.execute(text("INSERT INTO alerts (series, dimension, key, window_start, status, severity, "
+                              "observed_share, baseline_share, baseline_std, volume, payload) VALUES "
+                              "('x', 'topic', 'x', now(), 'open', 'low', 0, 0, 0, 0, '{}')"))
+        conn.rollback()

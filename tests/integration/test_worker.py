@@ -117,3 +117,27 @@ def test_offsets_are_committed_only_after_the_database_transaction(broker, engin
     finally:
         release.set()
         holder.join()
+
+
+def test_two_workers_in_one_group_add_up_in_the_same_windows(broker, engine, classifier, settings, unique):  # type: ignore[no-untyped-def]
+    setup_topics(broker.bootstrap, settings)
+    messages = posts(120, unique, minutes_ago=5)  # two minutes' windows, spread over both partitions
+    send(broker.bootstrap, settings.social_topic, messages)
+    with RunningWorker(settings, classifier, engine, broker.bootstrap) as first, \
+            RunningWorker(settings, classifier, engine, broker.bootstrap) as second:
+        wait_for(lambda: first.worker.stats.consumed + second.worker.stats.consumed >= 120, timeout_s=120,
+                 what="both workers to drain the topic")
+    assert count_rows(engine, unique) == 120
+    assert topic_total(engine, settings.trend_series) == 120
+
+
+def test_late_messages_still_count_in_their_own_window(broker, engine, classifier, settings, unique):  # type: ignore[no-untyped-def]
+    setup_topics(broker.bootstrap, settings)
+    send(broker.bootstrap, settings.social_topic, posts(5, f"{unique}-now", minutes_ago=1))
+    late = posts(3, f"{unique}-late", minutes_ago=180)  # three hours late
+    send(broker.bootstrap, settings.social_topic, late)
+    with RunningWorker(settings, classifier, engine, broker.bootstrap) as running:
+        wait_for(lambda: running.worker.stats.consumed == 8, what="all 8 records")
+    old = scalar(engine, "SELECT sum(n_messages) FROM trend_windows WHERE series = :s AND dimension = 'topic' "
+                         "AND window_start < now() - interval '2 hours'", s=settings.trend_series)
+    assert int(old) == 3
