@@ -73,8 +73,9 @@ class Settings(BaseSettings):
     webhook_routes: list[dict[str, Any]] = Field(default_factory=list)
     webhook_secrets: SecretStr = SecretStr("whsec_ZGV2ZWxvcG1lbnQtb25seS1zZWNyZXQ=")
     webhook_timeout_s: float = 5.0
-    webhook_max_attempts: int = 8
-    webhook_backoff_s: float = 1.0
+    # Backoff doubles from 30 s, capped at 1 h a wait, with jitter: 12 attempts span about 6 hours.
+    webhook_max_attempts: int = 12
+    webhook_backoff_s: float = 30.0
 
     # Scheduled re-fine-tuning.
     retrain_interval_minutes: int = 24 * 60

@@ -125,6 +125,15 @@ alert_deliveries = Table(
     Index("ix_alert_deliveries_due", "status", "next_attempt_at"),
 )
 
+# Receivers that answered 410 Gone: nothing more is sent to them until an operator clears the row.
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("url", Text, primary_key=True),
+    Column("disabled_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("reason", Text, nullable=False),
+)
+
 delivery_attempts = Table(
     "delivery_attempts",
     metadata,

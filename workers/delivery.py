@@ -22,7 +22,9 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from schemas.tables import alert_deliveries, delivery_attempts
+from sqlalchemy.dialects.postgresql import insert
+
+from schemas.tables import alert_deliveries, delivery_attempts, webhook_endpoints
 
 
 def secret_key(secret: str) -> bytes:
@@ -102,7 +104,12 @@ def deliver_due(
             .where(alert_deliveries.c.status == "pending", alert_deliveries.c.next_attempt_at <= func.now())
             .order_by(alert_deliveries.c.id).limit(limit).with_for_update(skip_locked=True)
         ).all()
+        gone: set[str] = set(conn.execute(select(webhook_endpoints.c.url)).scalars())
         for row in due:
+            if row.endpoint_url in gone:
+                conn.execute(alert_deliveries.update().where(alert_deliveries.c.id == row.id)
+                             .values(status="disabled"))
+                continue
             body = json.dumps(row.payload, sort_keys=True, separators=(",", ":")).encode()
             timestamp = int(time.time())
             headers = {
@@ -123,7 +130,15 @@ def deliver_due(
                 values.update(status="delivered", delivered_at=func.now())
                 delivered += 1
             elif outcome.status_code == 410:
+                # Gone: disable the endpoint itself, and everything still queued for it.
                 values.update(status="disabled")
+                gone.add(row.endpoint_url)
+                conn.execute(insert(webhook_endpoints).values(url=row.endpoint_url, reason="HTTP 410 Gone")
+                             .on_conflict_do_nothing())
+                conn.execute(alert_deliveries.update()
+                             .where(alert_deliveries.c.endpoint_url == row.endpoint_url,
+                                    alert_deliveries.c.status == "pending")
+                             .values(status="disabled"))
             elif attempts >= max_attempts:
                 values.update(status="failed")
             else:

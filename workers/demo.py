@@ -25,7 +25,7 @@ from finsentry.embedded import services
 from finsentry.settings import Settings
 from models.classifier import Classifier
 from models.dataset import SENTIMENT_DIR, TOPIC_DIR, read_labelled_csv
-from schemas.tables import alerts, classified_messages, trend_windows
+from schemas.tables import alert_deliveries, alerts, classified_messages, trend_windows
 from workers.kafka_io import ensure_topics
 from workers.receiver import WebhookReceiver
 from workers.replay import produce
@@ -49,7 +49,7 @@ class DemoPlan:
 
 def plan_stream(
     classifier: Classifier, now: datetime, n_baseline: int = 2000, minutes: int = 30,
-    burst_at_minute: int = 18, burst_minutes: int = 3, burst_per_minute: int = 30, seed: int = 7,
+    burst_at_minute: int = 14, burst_minutes: int = 3, burst_per_minute: int = 30, seed: int = 7,
 ) -> DemoPlan:
     rng = random.Random(seed)
     run_id = uuid.uuid4().hex[:8]
@@ -119,7 +119,10 @@ def run_demo(settings: Settings, classifier: Classifier, timeout_s: float = 420.
             prefix = [f"demo-newswire:{plan.run_id}-%", f"demo-social:{plan.run_id}-%"]
             deadline = time.monotonic() + timeout_s
             classified = _wait(lambda: _count_classified(engine, prefix), len(plan.messages), deadline)
-            delivered = _wait(lambda: len(receiver.events), 1, min(deadline, time.monotonic() + 60))
+            # Let the detector pass over the last closed windows, then drain the outbox.
+            time.sleep(3 * demo_settings.detect_interval_s)
+            _wait(lambda: 1 - _pending(engine, plan.series), 1, min(deadline, time.monotonic() + 60))
+            delivered = len(receiver.events)
             stop.set()
             for thread in threads:
                 thread.join(30)
@@ -136,6 +139,15 @@ def _wait(count: Any, target: int, deadline: float) -> int:
         time.sleep(0.25)
         value = count()
     return int(value)
+
+
+def _pending(engine: Engine, series: str) -> int:
+    """Outbox rows of this run not yet delivered (1 while there is no alert yet)."""
+    with engine.connect() as conn:
+        rows: list[str] = list(conn.execute(
+            select(alert_deliveries.c.status).join(alerts, alerts.c.id == alert_deliveries.c.alert_id)
+            .where(alerts.c.series == series)).scalars())
+    return 1 if not rows else sum(1 for status in rows if status == "pending")
 
 
 def _count_classified(engine: Engine, prefixes: list[str]) -> int:

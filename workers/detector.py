@@ -17,7 +17,14 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects.postgresql import insert
 
-from schemas.tables import alert_deliveries, alerts, classified_messages, spike_state, trend_windows
+from schemas.tables import (
+    alert_deliveries,
+    alerts,
+    classified_messages,
+    spike_state,
+    trend_windows,
+    webhook_endpoints,
+)
 from workers.routing import Route, recipients
 from workers.spikes import Point, SpikeEvent, SpikeParams, SpikeState, step
 
@@ -132,10 +139,12 @@ def _record_event(
                    "key": key, "window_start": event.window_start.isoformat(),
                    "observed_negative_share": round(event.observed_share, 4),
                    "baseline_negative_share": round(event.baseline_share, 4), "volume": event.volume}
+    disabled: set[str] = set(conn.execute(select(webhook_endpoints.c.url)).scalars())
     for url in recipients(routes, dimension, key, severity):  # a resolve goes where its alert went
         conn.execute(insert(alert_deliveries).values(
             alert_id=alert_id, event=payload["type"], endpoint_url=url,
-            webhook_id=f"msg_{uuid.uuid4().hex}", payload=payload))
+            webhook_id=f"msg_{uuid.uuid4().hex}", payload=payload,
+            status="disabled" if url in disabled else "pending"))
     return int(alert_id)
 
 

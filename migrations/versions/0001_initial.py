@@ -20,36 +20,24 @@ depends_on = None
 TZ = sa.DateTime(timezone=True)
 NOW = sa.text("now()")
 
+_HOURLY = """
+        SELECT date_trunc('hour', window_start) AS hour, key AS {name},
+               sum(n_messages) AS n_messages, sum(n_negative) AS n_negative,
+               sum(n_neutral) AS n_neutral, sum(n_positive) AS n_positive,
+               sum(sum_score) / NULLIF(sum(n_messages), 0) AS mean_score,
+               sum(n_negative)::double precision / NULLIF(sum(n_messages), 0) AS negative_share
+        FROM trend_windows WHERE series = 'live' AND dimension = '{dimension}'
+        GROUP BY 1, 2"""
+
 VIEWS = {
     "topic_sentiment_minute": """
         SELECT window_start, key AS topic, n_messages, n_negative, n_neutral, n_positive,
                sum_score / NULLIF(n_messages, 0) AS mean_score,
                n_negative::double precision / NULLIF(n_messages, 0) AS negative_share
         FROM trend_windows WHERE series = 'live' AND dimension = 'topic'""",
-    "topic_sentiment_hour": """
-        SELECT date_trunc('hour', window_start) AS hour, key AS topic,
-               sum(n_messages) AS n_messages, sum(n_negative) AS n_negative,
-               sum(n_neutral) AS n_neutral, sum(n_positive) AS n_positive,
-               sum(sum_score) / NULLIF(sum(n_messages), 0) AS mean_score,
-               sum(n_negative)::double precision / NULLIF(sum(n_messages), 0) AS negative_share
-        FROM trend_windows WHERE series = 'live' AND dimension = 'topic'
-        GROUP BY 1, 2""",
-    "ticker_sentiment_hour": """
-        SELECT date_trunc('hour', window_start) AS hour, key AS ticker,
-               sum(n_messages) AS n_messages, sum(n_negative) AS n_negative,
-               sum(n_neutral) AS n_neutral, sum(n_positive) AS n_positive,
-               sum(sum_score) / NULLIF(sum(n_messages), 0) AS mean_score,
-               sum(n_negative)::double precision / NULLIF(sum(n_messages), 0) AS negative_share
-        FROM trend_windows WHERE series = 'live' AND dimension = 'ticker'
-        GROUP BY 1, 2""",
-    "source_sentiment_hour": """
-        SELECT date_trunc('hour', window_start) AS hour, key AS source,
-               sum(n_messages) AS n_messages, sum(n_negative) AS n_negative,
-               sum(n_neutral) AS n_neutral, sum(n_positive) AS n_positive,
-               sum(sum_score) / NULLIF(sum(n_messages), 0) AS mean_score,
-               sum(n_negative)::double precision / NULLIF(sum(n_messages), 0) AS negative_share
-        FROM trend_windows WHERE series = 'live' AND dimension = 'source'
-        GROUP BY 1, 2""",
+    "topic_sentiment_hour": _HOURLY.format(name="topic", dimension="topic"),
+    "ticker_sentiment_hour": _HOURLY.format(name="ticker", dimension="ticker"),
+    "source_sentiment_hour": _HOURLY.format(name="source", dimension="source"),
     "open_alerts": """
         SELECT id, dimension, key, window_start, severity, observed_share, baseline_share, volume, opened_at
         FROM alerts WHERE status = 'open' AND series = 'live'""",

@@ -1,4 +1,4 @@
-"""Daily roll-up views and a read-only role for analysts.
+"""Daily roll-up views, a read-only role for analysts, and disabled webhook endpoints.
 
 The role `finsentry_analyst` (NOLOGIN; grant it to analysts' login roles) can read the trend table,
 the alerts and the views, and nothing else: not the stored texts, deliveries, labels or models.
@@ -10,6 +10,7 @@ Create Date: 2026-11-22
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0002"
@@ -41,6 +42,12 @@ READABLE = [
 
 
 def upgrade() -> None:
+    op.create_table(
+        "webhook_endpoints",
+        sa.Column("url", sa.Text, primary_key=True),
+        sa.Column("disabled_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")),
+        sa.Column("reason", sa.Text, nullable=False),
+    )
     for name, body in VIEWS.items():
         op.execute(f"CREATE VIEW {name} AS {body}")
     # Roles belong to the whole server: create it once, grant on this database.
@@ -59,3 +66,4 @@ def downgrade() -> None:
     op.execute(f"REVOKE USAGE ON SCHEMA public FROM {ROLE}")
     for name in VIEWS:
         op.execute(f"DROP VIEW IF EXISTS {name}")
+    op.drop_table("webhook_endpoints")

@@ -7,16 +7,20 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine, text
+from standardwebhooks import Webhook
 
 from finsentry.settings import Settings
 from workers.kafka_io import ensure_topics
 from workers.replay import produce
 from workers.worker import Worker
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 TEXTS = [
     "$AAPL shares slump after weak iPhone guidance",
@@ -100,3 +104,30 @@ def read_topic(bootstrap: str, topic: str, group: str, expected: int, timeout_s:
     finally:
         consumer.close()
     return out
+
+
+class Receiver:
+    """A real HTTP endpoint that verifies with the standardwebhooks package and answers a scripted status."""
+
+    def __init__(self, statuses: list[int]):
+        self.statuses = statuses
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["content-length"]))
+                payload = Webhook(SECRET).verify(body, {k.lower(): v for k, v in self.headers.items()})
+                receiver.received.append((self.headers["webhook-id"], payload))
+                status = receiver.statuses.pop(0) if receiver.statuses else 204
+                self.send_response(status)
+                if status == 429:
+                    self.send_header("Retry-After", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"

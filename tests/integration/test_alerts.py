@@ -5,15 +5,12 @@ from __future__ import annotations
 import json
 import threading
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 from sqlalchemy import text
-from standardwebhooks import Webhook
 
 from schemas.tables import trend_windows
-from tests.integration.helpers import scalar
+from tests.integration.helpers import SECRET, Receiver, scalar
 from workers.delivery import deliver_due
 from workers.detector import run_detection
 from workers.routing import build_routes
@@ -21,35 +18,7 @@ from workers.spikes import SpikeParams
 
 pytestmark = pytest.mark.integration
 
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=timezone.utc)
-
-
-class Receiver:
-    """A real HTTP endpoint that verifies with the standardwebhooks package and answers a scripted status."""
-
-    def __init__(self, statuses: list[int]):
-        self.statuses = statuses
-        self.received: list[tuple[str, dict[str, Any]]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["content-length"]))
-                payload = Webhook(SECRET).verify(body, {k.lower(): v for k, v in self.headers.items()})
-                receiver.received.append((self.headers["webhook-id"], payload))
-                status = receiver.statuses.pop(0) if receiver.statuses else 204
-                self.send_response(status)
-                if status == 429:
-                    self.send_header("Retry-After", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
 
 
 def insert_windows(engine, series: str, topic: str, shares: list[float], volume: int = 100) -> None:  # type: ignore[no-untyped-def]
@@ -101,16 +70,25 @@ def test_a_burst_raises_one_alert_delivered_once_despite_failures(engine, unique
     receiver.server.shutdown()
 
 
-def test_a_gone_endpoint_is_disabled(engine, unique):  # type: ignore[no-untyped-def]
+def test_a_gone_endpoint_is_disabled_for_later_alerts_too(engine, unique):  # type: ignore[no-untyped-def]
     series = f"gone-{unique}"
     receiver = Receiver(statuses=[410])
     insert_windows(engine, series, "Macro", [0.1] * 10 + [0.8] * 4)
+    insert_windows(engine, series, "Politics", [0.1] * 10 + [0.8] * 4)
+    assert len(detect(engine, series, [receiver.url])) == 2  # two alerts, one delivery each
+    deliver_due(engine, [SECRET], timeout_s=5, max_attempts=5, base_backoff_s=0.0)
+    deliver_due(engine, [SECRET], timeout_s=5, max_attempts=5, base_backoff_s=0.0)
+    assert len(receiver.received) == 1  # the 410 disabled the endpoint: the second was never sent
+    statuses = scalar(engine, "SELECT string_agg(DISTINCT d.status, ',') FROM alert_deliveries d "
+                              "JOIN alerts a ON a.id = d.alert_id WHERE a.series = :s", s=series)
+    assert statuses == "disabled"
+    assert scalar(engine, "SELECT reason FROM webhook_endpoints WHERE url = :u", u=receiver.url) == "HTTP 410 Gone"
+
+    # An alert raised after that is recorded, but not queued for the gone endpoint.
+    insert_windows(engine, series, "Earnings", [0.1] * 10 + [0.8] * 4)
     assert len(detect(engine, series, [receiver.url])) == 1
     deliver_due(engine, [SECRET], timeout_s=5, max_attempts=5, base_backoff_s=0.0)
-    deliver_due(engine, [SECRET], timeout_s=5, max_attempts=5, base_backoff_s=0.0)
     assert len(receiver.received) == 1
-    assert scalar(engine, "SELECT d.status FROM alert_deliveries d JOIN alerts a ON a.id = d.alert_id "
-                          "WHERE a.series = :s", s=series) == "disabled"
     receiver.server.shutdown()
 
 
