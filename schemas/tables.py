@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from sqlalchemy import (
-    Float,
-    LargeBinary,
     BigInteger,
     Column,
     DateTime,
     Double,
+    Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -102,6 +102,7 @@ alerts = Table(
     Column("payload", JSONB, nullable=False),
     Column("opened_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("resolved_at", DateTime(timezone=True)),
+    Column("resolved_window_start", DateTime(timezone=True), comment="event time of the window that resolved it"),
     UniqueConstraint("series", "dimension", "key", "window_start", name="uq_alerts_key_window"),
 )
 

@@ -21,7 +21,6 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func, select
-
 from sqlalchemy.dialects.postgresql import insert
 
 from schemas.tables import alert_deliveries, delivery_attempts, webhook_endpoints

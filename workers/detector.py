@@ -134,7 +134,8 @@ def _record_event(
         if opened is None:
             return -1
         alert_id, severity = int(opened.id), str(opened.severity)
-        conn.execute(alerts.update().where(alerts.c.id == alert_id).values(status="resolved", resolved_at=func.now()))
+        conn.execute(alerts.update().where(alerts.c.id == alert_id).values(
+            status="resolved", resolved_at=func.now(), resolved_window_start=event.window_start))
         payload = {"type": "alert.resolved", "alert_id": alert_id, "series": series, "dimension": dimension,
                    "key": key, "window_start": event.window_start.isoformat(),
                    "observed_negative_share": round(event.observed_share, 4),

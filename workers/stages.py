@@ -13,7 +13,14 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from models.classifier import BatchScores
-from schemas.messages import Accepted, Classified, DeadLetter, NewsArticle, RawMessage, SocialPost
+from schemas.messages import (
+    Accepted,
+    Classified,
+    DeadLetter,
+    NewsArticle,
+    RawMessage,
+    SocialPost,
+)
 from schemas.predictions import Prediction
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

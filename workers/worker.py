@@ -25,7 +25,12 @@ from workers import stages
 from workers.delivery import deliver_due
 from workers.detector import run_detection
 from workers.errors import RetryableError
-from workers.kafka_io import consumer_config, next_offsets, producer_config, send_dead_letters
+from workers.kafka_io import (
+    consumer_config,
+    next_offsets,
+    producer_config,
+    send_dead_letters,
+)
 from workers.routing import build_routes
 from workers.sink import PostgresSink
 from workers.spikes import SpikeParams
@@ -69,6 +74,7 @@ class Worker:
         self, settings: Settings, scorer: stages.Scorer, engine: Engine, bootstrap: str,
         group_id: str | None = None, stop: threading.Event | None = None,
         on_batch: Callable[[BatchReport], None] | None = None,
+        on_loop: Callable[[Consumer], None] | None = None,
     ):
         self.settings = settings
         self.scorer = scorer
@@ -78,6 +84,7 @@ class Worker:
         self.stop = stop or threading.Event()
         self.stats = WorkerStats()
         self.on_batch = on_batch
+        self.on_loop = on_loop  # called every turn of the consume loop (health, lag)
         self.sink = PostgresSink(engine, settings.window_seconds, settings.trend_series)
         self._kinds: dict[str, Kind] = {settings.news_topic: "news", settings.social_topic: "social"}
 
@@ -92,6 +99,8 @@ class Worker:
                 messages = consumer.consume(self.settings.micro_batch_size, self.settings.micro_batch_timeout_s)
                 if messages:
                     self._handle(consumer, producer, messages)
+                if self.on_loop:
+                    self.on_loop(consumer)
         finally:
             consumer.close()
             producer.flush(5)

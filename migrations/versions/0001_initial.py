@@ -116,6 +116,7 @@ def upgrade() -> None:
         sa.Column("payload", postgresql.JSONB, nullable=False),
         sa.Column("opened_at", TZ, nullable=False, server_default=NOW),
         sa.Column("resolved_at", TZ),
+        sa.Column("resolved_window_start", TZ, comment="event time of the window that resolved it"),
         sa.UniqueConstraint("series", "dimension", "key", "window_start", name="uq_alerts_key_window"),
     )
 

@@ -16,11 +16,16 @@ from sqlalchemy import Engine, text
 from standardwebhooks import Webhook
 
 from finsentry.settings import Settings
+from schemas.tables import trend_windows
+from workers.detector import run_detection
 from workers.kafka_io import ensure_topics
 from workers.replay import produce
+from workers.routing import build_routes
+from workers.spikes import SpikeParams
 from workers.worker import Worker
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+T0 = datetime(2026, 11, 1, 9, 0, tzinfo=timezone.utc)
 
 TEXTS = [
     "$AAPL shares slump after weak iPhone guidance",
@@ -131,3 +136,17 @@ class Receiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+
+def insert_windows(engine, series: str, topic: str, shares: list[float], volume: int = 100) -> None:  # type: ignore[no-untyped-def]
+    rows = [{"series": series, "dimension": "topic", "key": topic, "window_start": T0 + timedelta(minutes=i),
+             "window_seconds": 60, "n_messages": volume, "n_negative": round(s * volume),
+             "n_neutral": volume - round(s * volume), "n_positive": 0, "sum_score": -s * volume}
+            for i, s in enumerate(shares)]
+    with engine.begin() as conn:
+        conn.execute(trend_windows.insert(), rows)
+
+
+def detect(engine, series: str, urls: list[str]) -> list[int]:  # type: ignore[no-untyped-def]
+    return run_detection(engine, SpikeParams(warmup_windows=5), allowed_lateness_s=120, window_seconds=60,
+                         routes=build_routes(urls, []), series=series)

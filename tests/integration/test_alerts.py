@@ -4,35 +4,26 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import text
 
 from schemas.tables import trend_windows
-from tests.integration.helpers import SECRET, Receiver, scalar
+from tests.integration.helpers import (
+    SECRET,
+    T0,
+    Receiver,
+    detect,
+    insert_windows,
+    scalar,
+)
 from workers.delivery import deliver_due
 from workers.detector import run_detection
-from workers.routing import build_routes
 from workers.spikes import SpikeParams
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2026, 11, 1, 9, 0, tzinfo=timezone.utc)
-
-
-def insert_windows(engine, series: str, topic: str, shares: list[float], volume: int = 100) -> None:  # type: ignore[no-untyped-def]
-    rows = [{"series": series, "dimension": "topic", "key": topic, "window_start": T0 + timedelta(minutes=i),
-             "window_seconds": 60, "n_messages": volume, "n_negative": round(s * volume),
-             "n_neutral": volume - round(s * volume), "n_positive": 0, "sum_score": -s * volume}
-            for i, s in enumerate(shares)]
-    with engine.begin() as conn:
-        conn.execute(trend_windows.insert(), rows)
-
-
-def detect(engine, series: str, urls: list[str]) -> list[int]:  # type: ignore[no-untyped-def]
-    return run_detection(engine, SpikeParams(warmup_windows=5), allowed_lateness_s=120, window_seconds=60,
-                         routes=build_routes(urls, []), series=series)
 
 
 def test_a_burst_raises_one_alert_delivered_once_despite_failures(engine, unique):  # type: ignore[no-untyped-def]

@@ -8,7 +8,15 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.integration.helpers import SECRET, Receiver, RunningWorker, scalar, send, setup_topics, wait_for
+from tests.integration.helpers import (
+    SECRET,
+    Receiver,
+    RunningWorker,
+    scalar,
+    send,
+    setup_topics,
+    wait_for,
+)
 from workers.worker import AlertLoop
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,11 @@
 import numpy as np
 
-from models.metrics import classification_report, expected_calibration_error, fit_temperature, softmax
+from models.metrics import (
+    classification_report,
+    expected_calibration_error,
+    fit_temperature,
+    softmax,
+)
 
 
 def test_report_per_class_figures() -> None:
