@@ -12,5 +12,6 @@ COPY workers workers
 COPY migrations migrations
 COPY data data
 RUN pip install --no-cache-dir -e .
+EXPOSE 9108
 ENTRYPOINT ["finsentry"]
 CMD ["worker"]

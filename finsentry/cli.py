@@ -270,6 +270,34 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    from finsentry.db import make_engine, migrate
+    from finsentry.embedded import services
+    from workers.backfill import backfill, resolve_model
+
+    with services(settings, broker=False) as (_, url):
+        if settings.database_url is None:
+            migrate(url)
+        engine = make_engine(url)
+        try:
+            model_dir = resolve_model(engine, args.model, settings.model_dir)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        classifier = _load_classifier(settings, model_dir)
+        result = backfill(engine, classifier, Path(args.source), args.topic, settings.window_seconds, args.series)
+        engine.dispose()
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
+    from finsentry.settings import reference_markdown
+
+    print(reference_markdown(), end="")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from workers.demo import run_demo
 
@@ -320,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("config", help="print the configuration reference (markdown)").set_defaults(func=cmd_config)
     sub.add_parser("scheduler", help="run periodic re-fine-tuning (APScheduler)").set_defaults(func=cmd_scheduler)
 
     p = sub.add_parser("replay", help="produce a CSV or JSONL file into Kafka")
@@ -339,6 +368,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--series", default="live", help="trend series (live, or a demo/backfill series)")
     p.add_argument("--output", required=True)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("backfill", help="re-score a file with a chosen model into a separate trend series")
+    p.add_argument("--from", dest="source", required=True, help="a CSV or JSONL file, as for replay")
+    p.add_argument("--topic", required=True, choices=["news", "social"])
+    p.add_argument("--model", default="default", help="a model folder, a registered version, or 'default'")
+    p.add_argument("--series", help="trend series to write (default: backfill-<model version>)")
+    p.set_defaults(func=cmd_backfill)
 
     p = sub.add_parser("broker", help="run an embedded Kafka-compatible broker in the foreground")
     p.add_argument("--port", type=int)

@@ -2,6 +2,7 @@
 
 Environment: `FINSENTRY_*` for everything, plus the usual `DATABASE_URL` and `KAFKA_BOOTSTRAP_SERVERS`.
 Leaving those two unset means "start embedded servers" (Tansu broker, embedded Postgres).
+Each field's docstring is its documentation: `finsentry config` prints the reference in README.md.
 """
 
 from __future__ import annotations
@@ -17,74 +18,98 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
 
 
-
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FINSENTRY_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="FINSENTRY_", frozen=True, extra="ignore", use_attribute_docstrings=True
+    )
 
-    # Connections. None means: start the embedded server.
     database_url: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "FINSENTRY_DATABASE_URL")
     )
+    """Postgres URL (`postgresql://user:pass@host:5432/db`); unset starts the embedded Postgres."""
     kafka_bootstrap_servers: str | None = Field(
         default=None,
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "FINSENTRY_KAFKA_BOOTSTRAP_SERVERS"),
     )
+    """Broker list; unset starts the embedded Tansu broker (memory storage)."""
     data_dir: Path = Field(default_factory=lambda: platformdirs.user_data_path("finsentry"))
+    """Where the embedded Postgres, the broker log and trained models live."""
 
-    # Topics and consumer group.
     news_topic: str = "finsentry.news"
+    """Kafka topic of news articles."""
     social_topic: str = "finsentry.social"
+    """Kafka topic of social posts."""
     dead_letter_topic: str = "finsentry.dead-letter"
+    """Where rejected records go, with the stage and reason."""
     topic_partitions: int = 4
+    """Partitions for topics finsentry creates; more partitions allow more workers."""
     consumer_group: str = "finsentry-worker"
+    """The workers' consumer group."""
 
-    # Batching: the Kafka micro-batch bounds latency; the forward batch bounds device memory.
     micro_batch_size: int = 2048
+    """Most records taken from Kafka at once (the latency batch)."""
     micro_batch_timeout_s: float = 0.2
-    forward_batch_size: int = 0  # 0: the device's best (32 on a CPU, 1024 on a GPU; see `finsentry bench`)
+    """Longest wait for a micro-batch to fill."""
+    forward_batch_size: int = 0
+    """The model's forward batch (device memory); 0 picks the device's best: 32 on a CPU, 1024 on a GPU."""
 
-    # Model.
     model_dir: Path = DEFAULT_MODEL_DIR
-    device: str = "auto"  # "auto", "cpu" or "cuda"
-    precision: str = "auto"  # "auto" (fp16 on a GPU, int8 on a CPU), "fp32", "fp16", "bf16" or "int8"
+    """Model folder served when the registry has no champion."""
+    device: str = "auto"
+    """`auto`, `cpu` or `cuda`."""
+    precision: str = "auto"
+    """`auto` (fp16 on a GPU, int8 on a CPU), `fp32`, `fp16`, `bf16` or `int8`."""
 
-    # Trends and spikes. `trend_series` names the trend version written ("live" in production; the
-    # demo and backfills write their own series, which the analysts' views leave out).
     trend_series: str = "live"
+    """Trend version written; the demo and backfills write their own, which the analysts' views leave out."""
     window_seconds: int = 60
+    """Trend window, by event time (`published_at`)."""
     allowed_lateness_s: int = 120
-    # Spike detection (binomial CUSUM, see workers/spikes.py). `spike_overrides` adjusts them per
-    # dimension or key, e.g. {"ticker": {"min_volume": 30}, "topic:Macro": {"threshold": 9}}.
+    """How long a window stays open for late messages before the detector reads it."""
+
     spike_min_volume: int = 20
+    """Smallest window the detector reads."""
     spike_warmup_windows: int = 10
+    """Windows learned before a key can alert."""
     spike_alpha: float = 0.1
+    """EWMA weight of a new window in the baseline."""
     spike_ratio: float = 2.0
+    """The shift the CUSUM is tuned to find: negative share = ratio x baseline."""
     spike_threshold: float = 6.0
+    """CUSUM decision level (log-likelihood units)."""
     spike_cooldown_windows: int = 5
+    """Windows after an episode before the key can alert again."""
     spike_overrides: dict[str, dict[str, float]] = Field(default_factory=dict)
+    """Per dimension or key, e.g. `{"ticker": {"min_volume": 30}, "topic:Macro": {"threshold": 9}}`."""
     spike_dimensions: list[str] = ["topic", "ticker"]
+    """What the detector watches."""
     detect_interval_s: float = 1.0
+    """Seconds between detection and delivery passes."""
 
-    # Webhooks. `webhook_urls` receive every alert; `webhook_routes` receive what matches, e.g.
-    # [{"url": "https://risk.example/hook", "topics": ["Macro"], "tickers": ["AAPL"], "min_severity": "medium"}].
-    # `webhook_secrets`: comma-separated whsec_ secrets; each message is signed with all of them, so
-    # a new secret can be added before the old one is removed (rotation).
     webhook_urls: str = ""
+    """Comma-separated receiver URLs that get every alert."""
     webhook_routes: list[dict[str, Any]] = Field(default_factory=list)
+    """JSON list of `{"url", "topics", "tickers", "min_severity"}`: receivers of what matches."""
     webhook_secrets: SecretStr = SecretStr("whsec_ZGV2ZWxvcG1lbnQtb25seS1zZWNyZXQ=")
+    """Comma-separated `whsec_` secrets; every message is signed with each (rotation). Set your own."""
     webhook_timeout_s: float = 5.0
-    # Backoff doubles from 30 s, capped at 1 h a wait, with jitter: 12 attempts span about 6 hours.
+    """HTTP timeout of one delivery attempt."""
     webhook_max_attempts: int = 12
+    """Attempts before a delivery is marked failed (backoff from 30 s doubles, 1 h at most: about 6 h)."""
     webhook_backoff_s: float = 30.0
+    """First retry delay."""
 
-    # Operations.
-    metrics_port: int = 9108  # the worker's /metrics, /healthz and /readyz; -1 turns them off
-    log_format: str = "text"  # "text" or "json"
+    metrics_port: int = 9108
+    """The worker's /metrics, /healthz and /readyz; -1 turns them off."""
+    log_format: str = "text"
+    """`text` or `json`."""
 
-    # Scheduled re-fine-tuning.
     retrain_interval_minutes: int = 24 * 60
+    """How often the scheduler re-fine-tunes."""
     retrain_epochs: float = 3.0
+    """Epochs of a scheduled re-fine-tune."""
     retrain_max_examples_per_task: int | None = None
+    """Cap on training examples per task (small machines, tests)."""
 
     @property
     def webhook_url_list(self) -> list[str]:
@@ -97,6 +122,32 @@ class Settings(BaseSettings):
     @property
     def input_topics(self) -> list[str]:
         return [self.news_topic, self.social_topic]
+
+
+def env_name(name: str) -> str:
+    return {"database_url": "DATABASE_URL", "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS"}.get(
+        name, f"FINSENTRY_{name.upper()}"
+    )
+
+
+def reference_markdown() -> str:
+    """The configuration reference, generated from the class so that it cannot drift."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        if name == "data_dir":
+            default = "`~/.local/share/finsentry`"
+        elif field.default_factory is not None:
+            default = f"`{field.get_default(call_default_factory=True)}`"
+        elif isinstance(field.default, SecretStr):
+            default = "a development secret"
+        elif field.default is None:
+            default = "unset"
+        elif isinstance(field.default, Path):
+            default = "`models/default`"
+        else:
+            default = f"`{field.default}`"
+        rows.append(f"| `{env_name(name)}` | {default} | {field.description or ''} |")
+    return "\n".join(rows) + "\n"
 
 
 @lru_cache(maxsize=1)

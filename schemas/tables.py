@@ -126,6 +126,14 @@ alert_deliveries = Table(
     Index("ix_alert_deliveries_due", "status", "next_attempt_at"),
 )
 
+# Which messages a backfill series has counted, so that re-running a backfill changes nothing.
+backfill_seen = Table(
+    "backfill_seen",
+    metadata,
+    Column("series", Text, primary_key=True),
+    Column("message_key", Text, primary_key=True),
+)
+
 # Receivers that answered 410 Gone: nothing more is sent to them until an operator clears the row.
 webhook_endpoints = Table(
     "webhook_endpoints",

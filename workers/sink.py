@@ -13,7 +13,7 @@ from sqlalchemy import Engine, func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from schemas.tables import classified_messages, trend_windows
+from schemas.tables import backfill_seen, classified_messages, trend_windows
 from workers.errors import RetryableError
 from workers.stages import aggregate
 
@@ -49,13 +49,24 @@ def _is_transient(err: DBAPIError) -> bool:
     return code in {"40001", "40P01", "57P01", "57P02", "57P03"} or code.startswith("08")
 
 
-def write_batch(engine: Engine, rows: list[dict[str, Any]], window_seconds: int, series: str = "live") -> int:
+def write_batch(
+    engine: Engine, rows: list[dict[str, Any]], window_seconds: int, series: str = "live",
+    store_messages: bool = True,
+) -> int:
+    """Store new messages and add their trend deltas. A backfill (store_messages=False) records only
+    which keys its series has counted, leaving the live classified messages as they are."""
     rows = sorted(rows, key=lambda r: r["message_key"])  # same lock order in every worker
     with engine.begin() as conn:
-        result = conn.execute(
-            insert(classified_messages).on_conflict_do_nothing().returning(classified_messages.c.message_key),
-            rows,
-        )
+        if store_messages:
+            result = conn.execute(
+                insert(classified_messages).on_conflict_do_nothing().returning(classified_messages.c.message_key),
+                rows,
+            )
+        else:
+            result = conn.execute(
+                insert(backfill_seen).on_conflict_do_nothing().returning(backfill_seen.c.message_key),
+                [{"series": series, "message_key": r["message_key"]} for r in rows],
+            )
         new_keys = {r[0] for r in result}
         fresh = [row for row in rows if row["message_key"] in new_keys]
         deltas = aggregate(fresh)

@@ -1,4 +1,4 @@
-"""Daily roll-up views, a read-only role for analysts, and disabled webhook endpoints.
+"""Daily roll-up views, a read-only role for analysts, disabled webhook endpoints, backfill bookkeeping.
 
 The role `finsentry_analyst` (NOLOGIN; grant it to analysts' login roles) can read the trend table,
 the alerts and the views, and nothing else: not the stored texts, deliveries, labels or models.
@@ -48,6 +48,11 @@ def upgrade() -> None:
         sa.Column("disabled_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")),
         sa.Column("reason", sa.Text, nullable=False),
     )
+    op.create_table(
+        "backfill_seen",
+        sa.Column("series", sa.Text, primary_key=True),
+        sa.Column("message_key", sa.Text, primary_key=True),
+    )
     for name, body in VIEWS.items():
         op.execute(f"CREATE VIEW {name} AS {body}")
     # Roles belong to the whole server: create it once, grant on this database.
@@ -67,3 +72,4 @@ def downgrade() -> None:
     for name in VIEWS:
         op.execute(f"DROP VIEW IF EXISTS {name}")
     op.drop_table("webhook_endpoints")
+    op.drop_table("backfill_seen")

@@ -50,3 +50,27 @@ def test_analyst_role_reads_trends_and_alerts_and_nothing_else(engine) -> None: 
                               "observed_share, baseline_share, baseline_std, volume, payload) VALUES "
                               "('x', 'topic', 'x', now(), 'open', 'low', 0, 0, 0, 0, '{}')"))
         conn.rollback()
+
+
+def _grafana_sql(sql: str) -> str:
+    """Expand the Grafana macros the dashboard uses into plain SQL."""
+    import re
+
+    sql = re.sub(r"\$__timeFilter\((\w+)\)", r"\1 BETWEEN now() - interval '7 days' AND now()", sql)
+    return sql.replace("($topic)", "(SELECT DISTINCT topic FROM topic_sentiment_hour)")
+
+
+def test_dashboard_queries_run_against_the_schema_as_the_analyst_role(engine) -> None:  # type: ignore[no-untyped-def]
+    import json
+    from pathlib import Path
+
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "deploy/grafana/dashboards/finsentry.json").read_text())
+    queries = [t["rawSql"] for p in dashboard["panels"] for t in p["targets"]]
+    queries += [a["rawQuery"] for a in dashboard["annotations"]["list"]]
+    queries += [v["query"] for v in dashboard["templating"]["list"]]
+    assert len(queries) >= 6
+    with engine.connect() as conn:
+        conn.execute(text("SET ROLE finsentry_analyst"))
+        for sql in queries:
+            conn.execute(text(_grafana_sql(sql))).all()
+        conn.rollback()

@@ -1,36 +1,71 @@
-"""docker-compose.yml cannot be run here (no Docker engine); its structure is checked instead."""
+"""docker-compose.yml cannot be run here (no Docker engine); it and its configuration files are checked."""
 
+import json
 from pathlib import Path
 
 import yaml
 
-COMPOSE = yaml.safe_load((Path(__file__).resolve().parents[2] / "docker-compose.yml").read_text())
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
 
 
 def test_services_and_versions_are_pinned() -> None:
-    services = COMPOSE["services"]
-    assert set(services) >= {"kafka", "postgres", "migrate", "worker", "scheduler"}
-    for name, service in services.items():
+    assert set(SERVICES) >= {"kafka", "kafka-init", "postgres", "migrate", "worker-gpu", "worker-cpu", "scheduler",
+                             "prometheus", "grafana"}
+    for name, service in SERVICES.items():
         image = service.get("image", "")
         assert ":" in image and not image.endswith(":latest"), f"{name} image must be pinned: {image!r}"
 
 
-def test_kafka_runs_kraft_without_zookeeper() -> None:
-    env = COMPOSE["services"]["kafka"]["environment"]
+def test_kafka_runs_kraft_and_topics_are_created_at_start() -> None:
+    env = SERVICES["kafka"]["environment"]
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert "zookeeper" not in str(COMPOSE).lower()
+    script = SERVICES["kafka-init"]["command"][0]
+    for topic in ("finsentry.news", "finsentry.social", "finsentry.dead-letter"):
+        assert topic in script
+    assert "--if-not-exists" in script
 
 
-def test_worker_reserves_a_gpu_and_waits_for_migration() -> None:
-    worker = COMPOSE["services"]["worker"]
-    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+def test_gpu_and_cpu_workers_are_profiles_and_wait_for_migration() -> None:
+    gpu, cpu = SERVICES["worker-gpu"], SERVICES["worker-cpu"]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
-    assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
-    assert COMPOSE["services"]["migrate"]["command"] == ["migrate"]
-    assert COMPOSE["services"]["postgres"]["healthcheck"]["test"]
+    assert "deploy" not in cpu
+    assert gpu["profiles"] == ["gpu"] and cpu["profiles"] == ["cpu"]
+    for worker in (gpu, cpu):
+        assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert "9108/healthz" in " ".join(worker["healthcheck"]["test"])
+    assert SERVICES["migrate"]["command"] == ["migrate"]
+    assert SERVICES["postgres"]["healthcheck"]["test"]
 
 
 def test_services_get_connection_settings() -> None:
-    for name in ("migrate", "worker", "scheduler"):
-        env = COMPOSE["services"][name]["environment"]
+    for name in ("migrate", "worker-gpu", "worker-cpu", "scheduler"):
+        env = SERVICES[name]["environment"]
         assert env["DATABASE_URL"].startswith("postgresql://") and env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+
+
+def test_mounted_configuration_files_exist() -> None:
+    for service in SERVICES.values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), source
+
+
+def test_prometheus_scrapes_the_workers_metrics_port() -> None:
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    targets = config["scrape_configs"][0]["dns_sd_configs"][0]
+    assert set(targets["names"]) == {"worker-gpu", "worker-cpu"} and targets["port"] == 9108
+
+
+def test_grafana_reads_postgres_as_the_analyst_role_and_loads_the_dashboard() -> None:
+    sources = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/postgres.yml").read_text())
+    pg = next(s for s in sources["datasources"] if s["type"] == "grafana-postgresql-datasource")
+    assert pg["user"] == "grafana" and pg["jsonData"]["database"] == "finsentry"
+    assert "IN ROLE finsentry_analyst" in (ROOT / "deploy/postgres/init.sql").read_text()
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/finsentry.json").read_text())
+    assert dashboard["uid"] == "finsentry-trends" and len(dashboard["panels"]) >= 4
+    assert all(p["datasource"]["uid"] == pg["uid"] for p in dashboard["panels"])
