@@ -240,6 +240,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from finsentry.embedded import services
     from workers.bench import print_table, run_bench
 
+    logging.getLogger("workers.worker").setLevel(logging.WARNING)
+
     with services(settings) as (bootstrap, url):
         if settings.database_url is None:
             migrate(url)
@@ -273,9 +275,14 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     from finsentry.db import make_engine, migrate
     from finsentry.embedded import services
-    from workers.backfill import backfill, resolve_model
+    from workers.backfill import backfill, read_topic_from, resolve_model
+    from workers.replay import read_messages
 
-    with services(settings, broker=False) as (_, url):
+    if (args.source is None) == (args.from_offset is None):
+        print("error: give exactly one of --from FILE and --from-offset N", file=sys.stderr)
+        return 2
+    topic = settings.news_topic if args.topic == "news" else settings.social_topic
+    with services(settings, broker=args.from_offset is not None) as (bootstrap, url):
         if settings.database_url is None:
             migrate(url)
         engine = make_engine(url)
@@ -285,7 +292,11 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
         classifier = _load_classifier(settings, model_dir)
-        result = backfill(engine, classifier, Path(args.source), args.topic, settings.window_seconds, args.series)
+        if args.source:
+            values, origin = list(read_messages(Path(args.source), args.topic)), args.source
+        else:
+            values, origin = list(read_topic_from(bootstrap, topic, args.from_offset)), topic
+        result = backfill(engine, classifier, values, args.topic, settings.window_seconds, origin, args.series)
         engine.dispose()
     print(json.dumps(result))
     return 0
@@ -301,6 +312,7 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from workers.demo import run_demo
 
+    logging.getLogger("workers.worker").setLevel(logging.WARNING)  # a line per batch would drown the tables
     summary = run_demo(settings, _load_classifier(settings))
     print(json.dumps(summary), flush=True)
     ok = summary["classified"] == summary["messages"] and summary["alerts"] >= 1
@@ -370,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("backfill", help="re-score a file with a chosen model into a separate trend series")
-    p.add_argument("--from", dest="source", required=True, help="a CSV or JSONL file, as for replay")
+    p.add_argument("--from", dest="source", help="a CSV or JSONL file, as for replay")
+    p.add_argument("--from-offset", type=int, help="re-read the topic's partitions from this offset")
     p.add_argument("--topic", required=True, choices=["news", "social"])
     p.add_argument("--model", default="default", help="a model folder, a registered version, or 'default'")
     p.add_argument("--series", help="trend series to write (default: backfill-<model version>)")

@@ -41,6 +41,8 @@ class WorkerMetrics:
                                     buckets=(1, 8, 32, 128, 512, 1024, 2048, 4096, 8192))
         self.step_seconds = Histogram("finsentry_step_seconds", "Seconds per batch step", ["step"], registry=r,
                                       buckets=_SECONDS)
+        self.inference_seconds = Histogram("finsentry_inference_seconds", "Model seconds per micro-batch",
+                                           registry=r, buckets=_SECONDS)
         self.e2e_seconds = Histogram("finsentry_end_to_end_seconds", "Produce to offset commit, per record",
                                      registry=r, buckets=_SECONDS)
         self.lag = Gauge("finsentry_consumer_lag", "Records behind the fetch high watermark", registry=r)
@@ -58,6 +60,7 @@ class WorkerMetrics:
         self.batch_size.observe(report.records)
         for step, seconds in report.seconds.items():
             self.step_seconds.labels(step=step).observe(seconds)
+        self.inference_seconds.observe(report.seconds["inference"])
         for produced_ms in report.produced_at_ms:
             self.e2e_seconds.observe(max(0.0, report.committed_at - produced_ms / 1000))
         self.last_batch.set(report.committed_at)

@@ -58,7 +58,7 @@ class BatchReport:
     dead_lettered: int
     produced_at_ms: list[int]  # Kafka CreateTime of each record
     committed_at: float  # time.time() when the offsets were committed
-    seconds: dict[str, float]  # per step: pipeline, dead_letters, database, commit
+    seconds: dict[str, float]  # per step: decode, inference, rows, dead_letters, database, commit
 
 
 def spike_params(settings: Settings) -> SpikeParams:
@@ -115,7 +115,9 @@ class Worker:
                 continue
             raws.append(RawMessage(self._kinds[msg.topic()], msg.value(), msg.topic(), msg.partition(), msg.offset()))
         accepted, dead = stages.decode(raws, datetime.now(timezone.utc))
+        clock.append(time.perf_counter())
         classified = stages.classify(accepted, self.scorer) if accepted else []
+        clock.append(time.perf_counter())
         rows = [stages.to_row(item, self.settings.window_seconds) for item in classified]
         clock.append(time.perf_counter())
         self._durably(lambda: send_dead_letters(producer, self.settings.dead_letter_topic, dead))
@@ -130,7 +132,7 @@ class Worker:
             log.warning("offset commit failed, batch will be replayed elsewhere: %s", err)
         clock.append(time.perf_counter())
         if self.on_batch:
-            steps = ("pipeline", "dead_letters", "database", "commit")
+            steps = ("decode", "inference", "rows", "dead_letters", "database", "commit")
             self.on_batch(BatchReport(
                 len(raws), stored, len(dead), [m.timestamp()[1] for m in messages if not m.error()], time.time(),
                 {name: clock[i + 1] - clock[i] for i, name in enumerate(steps)}))
@@ -139,6 +141,10 @@ class Worker:
         self.stats.duplicates += len(raws) - len(dead) - stored  # seen before, in this batch or earlier
         self.stats.dead_lettered += len(dead)
         self.stats.batches += 1
+        log.info("batch committed", extra={
+            "records": len(raws), "stored": stored, "dead_lettered": len(dead), "model_version": self.scorer.version,
+            "first_message": rows[0]["message_key"] if rows else None,
+            "last_message": rows[-1]["message_key"] if rows else None})
         _log_dead(dead)
 
     def _durably(self, action: Any) -> Any:
@@ -157,9 +163,9 @@ class Worker:
 
 
 def _log_dead(dead: list[DeadLetter]) -> None:
-    for item in dead[:5]:
-        log.info("dead letter %s:%d:%d (%s): %s", item.raw.topic, item.raw.partition, item.raw.offset,
-                 item.stage, item.reason)
+    for item in dead[:5]:  # the reason never quotes the input (pydantic errors without input)
+        log.info("dead letter (%s): %s", item.stage, item.reason, extra={
+            "kafka_topic": item.raw.topic, "kafka_partition": item.raw.partition, "kafka_offset": item.raw.offset})
 
 
 class AlertLoop(threading.Thread):

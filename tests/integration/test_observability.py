@@ -68,7 +68,8 @@ def test_metrics_endpoint_reports_a_small_replay(broker, engine, classifier, set
     assert series["finsentry_messages_dead_lettered_total"] == 1
     assert series["finsentry_end_to_end_seconds_count"] == 13
     assert series[f'finsentry_model_info{{device="cpu",version="{classifier.version}"}}'] == 1
-    assert any(name.startswith('finsentry_step_seconds_count{step="pipeline"}') for name in series)
+    assert any(name.startswith('finsentry_step_seconds_count{step="database"}') for name in series)
+    assert series["finsentry_inference_seconds_count"] >= 1
 
 
 def test_health_goes_stale_when_the_loop_stops() -> None:
