@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
+import numpy as np
 from pydantic import ValidationError
 
 from models.classifier import BatchScores
@@ -77,7 +78,26 @@ def classify(accepted: list[Accepted], scorer: Scorer) -> list[Classified]:
     """One scoring call for the whole batch; the scorer batches for the device itself."""
     texts = [a.message.text for a in accepted]
     scores = scorer.score(texts)
+    if not (np.isfinite(scores.topic_prob).all() and np.isfinite(scores.sentiment_probs).all()):
+        raise FloatingPointError("the model returned non-finite scores")
     return [Classified(a, scorer.prediction(scores, i, texts[i])) for i, a in enumerate(accepted)]
+
+
+def classify_resilient(accepted: list[Accepted], scorer: Scorer) -> tuple[list[Classified], list[DeadLetter]]:
+    """Classify; when the model fails on a batch (out of memory, NaN output), split it and retry the
+    halves, so that only a message that fails on its own becomes a dead letter."""
+    if not accepted:
+        return [], []
+    try:
+        return classify(accepted, scorer), []
+    except (RuntimeError, ValueError, FloatingPointError) as err:  # torch raises RuntimeError, OOM included
+        if len(accepted) == 1:
+            return [], [DeadLetter("classify", f"model failed on this message: {err.__class__.__name__}: "
+                                               f"{str(err)[:200]}", accepted[0].raw)]
+        middle = len(accepted) // 2
+        left, left_dead = classify_resilient(accepted[:middle], scorer)
+        right, right_dead = classify_resilient(accepted[middle:], scorer)
+        return left + right, left_dead + right_dead
 
 
 def window_start(ts: datetime, window_seconds: int) -> datetime:

@@ -116,7 +116,8 @@ class Worker:
             raws.append(RawMessage(self._kinds[msg.topic()], msg.value(), msg.topic(), msg.partition(), msg.offset()))
         accepted, dead = stages.decode(raws, datetime.now(timezone.utc))
         clock.append(time.perf_counter())
-        classified = stages.classify(accepted, self.scorer) if accepted else []
+        classified, failed = stages.classify_resilient(accepted, self.scorer)
+        dead += failed
         clock.append(time.perf_counter())
         rows = [stages.to_row(item, self.settings.window_seconds) for item in classified]
         clock.append(time.perf_counter())

@@ -70,3 +70,51 @@ def test_classify_and_aggregate_count_each_dimension(classifier) -> None:  # typ
     assert sum(d.n_messages for (dim, _, _), d in deltas.items() if dim == "topic") == 2
     for d in deltas.values():
         assert d.n_negative + d.n_neutral + d.n_positive == d.n_messages
+
+
+class FailsOn:
+    """Fault injection around the real classifier: fails any batch holding a poison text."""
+
+    def __init__(self, classifier, poison: str, error: Exception) -> None:  # type: ignore[no-untyped-def]
+        self.classifier, self.poison, self.error = classifier, poison, error
+        self.version = classifier.version
+        self.calls = 0
+
+    def score(self, texts):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if self.poison in texts:
+            raise self.error
+        return self.classifier.score(texts)
+
+    def prediction(self, scores, row, text):  # type: ignore[no-untyped-def]
+        return self.classifier.prediction(scores, row, text)
+
+
+def test_a_model_failure_splits_the_batch_and_dead_letters_only_the_poison(classifier) -> None:  # type: ignore[no-untyped-def]
+    from workers.stages import classify_resilient
+
+    records = [raw(post(i, text=f"Shares of company {i} rise on strong demand")) for i in range(8)]
+    records[5] = raw(post(5, text="POISON"))
+    accepted, _ = decode(records, NOW)
+    scorer = FailsOn(classifier, "POISON", RuntimeError("CUDA out of memory"))
+    classified, dead = classify_resilient(accepted, scorer)
+    assert [c.accepted.key for c in classified] == [f"x:{i}" for i in range(8) if i != 5]
+    assert len(dead) == 1 and dead[0].raw is records[5] and "out of memory" in dead[0].reason
+    assert scorer.calls <= 2 * 3 + 1  # halving: about log2(8) failing levels, not one call per message
+
+
+def test_non_finite_scores_count_as_a_model_failure(classifier) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from workers.stages import classify_resilient
+
+    class NaNOn(FailsOn):
+        def score(self, texts):  # type: ignore[no-untyped-def]
+            scores = self.classifier.score(texts)
+            if self.poison in texts:
+                scores.sentiment_probs[texts.index(self.poison)] = np.nan
+            return scores
+
+    accepted, _ = decode([raw(post(1)), raw(post(2, text="NAN"))], NOW)
+    classified, dead = classify_resilient(accepted, NaNOn(classifier, "NAN", RuntimeError()))
+    assert [c.accepted.key for c in classified] == ["x:1"] and dead[0].stage == "classify"
