@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -66,5 +65,4 @@ def test_a_negative_burst_reaches_the_receiver_once(broker, engine, classifier, 
     assert alert["window_start"] in burst  # within two windows of the burst's start
     assert alert["observed_negative_share"] > 0.8
     assert any(t["text"] in GRIM for t in alert["top_negative"])
-    json.dumps(alert)
     receiver.server.shutdown()
