@@ -9,6 +9,7 @@ from every text.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -324,8 +325,6 @@ def train(
 
 
 def _examples_hash(examples: Sequence[Example]) -> str:
-    import hashlib
-
     digest = hashlib.sha256()
     for ex in sorted(examples, key=lambda e: (e.task, e.text, e.label)):
         digest.update(f"{ex.task}\t{ex.label}\t{ex.text}\n".encode())

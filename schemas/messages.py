@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -89,10 +88,3 @@ class DeadLetter:
     stage: str
     reason: str
     raw: RawMessage
-
-
-@dataclass(frozen=True, slots=True)
-class WindowKey:
-    dimension: Literal["topic", "ticker", "source"]
-    key: str
-    window_start: datetime

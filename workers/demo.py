@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -118,10 +119,11 @@ def run_demo(settings: Settings, classifier: Classifier, timeout_s: float = 420.
                 produce(bootstrap, topic, values, total=len(values))
             prefix = [f"demo-newswire:{plan.run_id}-%", f"demo-social:{plan.run_id}-%"]
             deadline = time.monotonic() + timeout_s
-            classified = _wait(lambda: _count_classified(engine, prefix), len(plan.messages), deadline)
+            _wait_until(lambda: _count_classified(engine, prefix) >= len(plan.messages), deadline)
+            classified = _count_classified(engine, prefix)
             # Let the detector pass over the last closed windows, then drain the outbox.
             time.sleep(3 * demo_settings.detect_interval_s)
-            _wait(lambda: 1 - _pending(engine, plan.series), 1, min(deadline, time.monotonic() + 60))
+            _wait_until(lambda: _outbox_drained(engine, plan.series), min(deadline, time.monotonic() + 60))
             delivered = len(receiver.events)
             stop.set()
             for thread in threads:
@@ -133,21 +135,18 @@ def run_demo(settings: Settings, classifier: Classifier, timeout_s: float = 420.
     return summary
 
 
-def _wait(count: Any, target: int, deadline: float) -> int:
-    value = count()
-    while value < target and time.monotonic() < deadline:
+def _wait_until(condition: Callable[[], bool], deadline: float) -> None:
+    while not condition() and time.monotonic() < deadline:
         time.sleep(0.25)
-        value = count()
-    return int(value)
 
 
-def _pending(engine: Engine, series: str) -> int:
-    """Outbox rows of this run not yet delivered (1 while there is no alert yet)."""
+def _outbox_drained(engine: Engine, series: str) -> bool:
+    """True once this run has an alert and none of its outbox rows is still pending."""
     with engine.connect() as conn:
         rows: list[str] = list(conn.execute(
             select(alert_deliveries.c.status).join(alerts, alerts.c.id == alert_deliveries.c.alert_id)
             .where(alerts.c.series == series)).scalars())
-    return 1 if not rows else sum(1 for status in rows if status == "pending")
+    return bool(rows) and "pending" not in rows
 
 
 def _count_classified(engine: Engine, prefixes: list[str]) -> int:

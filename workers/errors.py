@@ -1,12 +1,11 @@
-"""The one small exception tree: retry decisions are made by type."""
+"""The one small exception tree: retry decisions are made by type.
+
+A bad record is not an exception here: stages return it as a `DeadLetter` value (schemas.messages).
+"""
 
 
 class FinsentryError(Exception):
     """Base of finsentry's own errors."""
-
-
-class PermanentError(FinsentryError):
-    """A bad record: retrying will not help; it goes to the dead-letter topic."""
 
 
 class RetryableError(FinsentryError):
