@@ -57,8 +57,9 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from finsentry.db import make_engine, migrate
     from finsentry.embedded import services
+    from workers.hotswap import ModelWatcher
     from workers.kafka_io import ensure_topics
-    from workers.lifecycle import champion_dir
+    from workers.registry import champion_dir
     from workers.worker import AlertLoop, Worker
 
     stop = _stop_on_signals()
@@ -73,16 +74,20 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         alert_loop.start()
         if args.max_seconds:
             threading.Timer(args.max_seconds, stop.set).start()
+        watcher = ModelWatcher(url, engine, settings.model_dir, lambda path: _load_classifier(settings, path),
+                               classifier.version, stop, settings.model_poll_s)
+        watcher.start()
         metrics, on_loop, server = _observability(settings, classifier)
         try:
             stats = Worker(settings, classifier, engine, bootstrap, group_id=args.group, stop=stop,
-                           on_batch=metrics.on_batch, on_loop=on_loop).run()
+                           on_batch=metrics.on_batch, on_loop=on_loop, model_updates=watcher.take).run()
         finally:
             if server:
                 server.stop()
         alert_loop.join(10)
         print(json.dumps({"consumed": stats.consumed, "stored": stats.stored, "duplicates": stats.duplicates,
-                          "dead_lettered": stats.dead_lettered, "batches": stats.batches}))
+                          "dead_lettered": stats.dead_lettered, "batches": stats.batches,
+                          "swaps": [[w.old_version, w.new_version, round(w.pause_ms, 3)] for w in stats.swaps]}))
     return 0
 
 
@@ -175,19 +180,26 @@ def cmd_evaluate_spikes(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from models.training import TrainConfig, train
 
-    config = TrainConfig(seed=args.seed, epochs=args.epochs, max_examples_per_task=args.max_examples_per_task)
+    config = TrainConfig(seed=args.seed, epochs=args.epochs, max_examples_per_task=args.max_examples_per_task,
+                         init_dir=args.init)
     if args.now:
         from finsentry.db import make_engine, migrate
         from finsentry.embedded import services
-        from workers.lifecycle import retrain_and_register
+        from workers.scheduler import retrain_locked
 
         with services(settings, broker=False) as (_, url):
             if settings.database_url is None:
                 migrate(url)
             engine = make_engine(url)
-            print(json.dumps(retrain_and_register(engine, settings.data_dir / "models", settings.model_dir,
-                                                  config, progress=True)))
+            outcome = retrain_locked(engine, settings.data_dir / "models", settings.model_dir, config, progress=True)
+            if outcome is None:
+                print("error: another re-fine-tuning run holds the lock; try again when it ends", file=sys.stderr)
+                return 1
+            print(json.dumps(outcome))
         return 0
+    if args.init == "champion":
+        print("error: --init champion needs --now (the champion lives in the registry)", file=sys.stderr)
+        return 2
     out = Path(args.out) if args.out else settings.data_dir / "models" / f"train-{int(time.time())}"
     result = train(config, out)
     summary = {t: {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "ece": m["ece"]}
@@ -204,16 +216,63 @@ def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
     with services(settings, broker=False) as (_, url):
         if settings.database_url is None:
             migrate(url)
-        kwargs: dict[str, Any] = {
-            "models_root": str(settings.data_dir / "models"), "default_dir": str(settings.model_dir),
-            "epochs": settings.retrain_epochs, "max_examples_per_task": settings.retrain_max_examples_per_task,
-        }
-        scheduler = build_scheduler(url, settings.retrain_interval_minutes, kwargs)
-        print(f"scheduler: re-fine-tuning every {settings.retrain_interval_minutes} min", flush=True)
+        scheduler = build_scheduler(url, settings)
+        when = f"cron '{settings.retrain_cron}'" if settings.retrain_cron else f"every {settings.retrain_interval_minutes} min"
+        print(f"scheduler: re-fine-tuning {when}, drift checks every {settings.drift_check_minutes} min", flush=True)
         try:
             scheduler.start()
         except (KeyboardInterrupt, SystemExit):
             pass
+    return 0
+
+
+def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
+    from finsentry.db import make_engine, migrate
+    from finsentry.embedded import services
+    from models.artifacts import ArtifactError
+    from workers import registry
+
+    with services(settings, broker=False) as (_, url):
+        if settings.database_url is None:
+            migrate(url)
+        engine = make_engine(url)
+        try:
+            if args.action == "list":
+                for row in registry.list_versions(engine):
+                    dev = row["metrics"]
+                    print(json.dumps({
+                        "version": row["version"], "status": row["status"], "parent": row["parent"],
+                        "created_at": row["created_at"].isoformat(),
+                        "promoted_at": row["promoted_at"].isoformat() if row["promoted_at"] else None,
+                        "macro_f1": {task: dev[task]["macro_f1"] for task in dev}, "reason": row["reason"]}))
+                print(f"serving: {registry.champion_dir(engine, settings.model_dir)}", file=sys.stderr)
+            elif args.action == "promote":
+                registry.promote(engine, args.version)
+                print(f"{args.version} is the champion; running workers switch to it between batches")
+            else:
+                now = registry.rollback(engine)
+                print(f"rolled back; serving {now}")
+        except (registry.RegistryError, ArtifactError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def cmd_label(args: argparse.Namespace, settings: Settings) -> int:
+    from finsentry.db import make_engine, migrate
+    from finsentry.embedded import services
+    from workers.lifecycle import LabelError, add_corrections, read_corrections
+
+    try:
+        items = read_corrections(Path(args.input))
+    except (LabelError, OSError, UnicodeDecodeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    with services(settings, broker=False) as (_, url):
+        if settings.database_url is None:
+            migrate(url)
+        stored = add_corrections(make_engine(url), items, args.analyst)
+    print(json.dumps({"rows": len(items), "stored": stored}))
     return 0
 
 
@@ -357,7 +416,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-examples-per-task", type=int)
     p.add_argument("--out", help="output folder (default under the data directory)")
     p.add_argument("--now", action="store_true", help="run the scheduled job now: train, compare, register")
+    p.add_argument("--init", help="warm start from a model folder, or 'champion' with --now (default: MiniLM)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("model", help="the model registry: list, promote VERSION, rollback")
+    model_sub = p.add_subparsers(dest="action", required=True)
+    model_sub.add_parser("list", help="every registered version, oldest first, as JSON lines")
+    model_sub.add_parser("promote", help="make a registered version the champion").add_argument("version")
+    model_sub.add_parser("rollback", help="bring back the champion before the current one")
+    p.set_defaults(func=cmd_model)
+
+    p = sub.add_parser("label", help="import analysts' corrections (CSV: task,text,label) for the next training")
+    p.add_argument("--input", required=True)
+    p.add_argument("--analyst", help="who made the corrections")
+    p.set_defaults(func=cmd_label)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     sub.add_parser("config", help="print the configuration reference (markdown)").set_defaults(func=cmd_config)

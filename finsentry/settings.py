@@ -110,6 +110,20 @@ class Settings(BaseSettings):
     """Epochs of a scheduled re-fine-tune."""
     retrain_max_examples_per_task: int | None = None
     """Cap on training examples per task (small machines, tests)."""
+    retrain_cron: str | None = None
+    """A crontab line (`0 3 * * *`) for re-fine-tuning; when set it replaces the interval."""
+    retrain_init: str = "champion"
+    """Where a re-fine-tune starts: `champion` (warm start), `base` (MiniLM) or a model folder."""
+    model_poll_s: float = 30.0
+    """Workers re-read the registry this often, besides listening for promotions (LISTEN/NOTIFY)."""
+    drift_check_minutes: int = 60
+    """How often the scheduler compares the champion's recent predictions with its first ones."""
+    drift_window: int = 2000
+    """Messages in the reference and in the recent sample of a drift check."""
+    drift_max_js: float = 0.05
+    """Jensen-Shannon divergence (base 2) of topic or sentiment shares above which the stream has drifted."""
+    drift_max_confidence_drop: float = 0.05
+    """Fall in mean topic confidence above which the stream has drifted."""
 
     @property
     def webhook_url_list(self) -> list[str]:

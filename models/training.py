@@ -65,6 +65,7 @@ class TrainConfig:
     teacher_dir: str | None = None  # a model folder whose soft labels fill in the missing task
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
+    init_dir: str | None = None  # warm start: a model folder (same label names) instead of the MiniLM base
 
 
 @dataclass
@@ -129,6 +130,16 @@ def _distill(logits: torch.Tensor, teacher: torch.Tensor, rows: torch.Tensor, te
     log_student = torch.log_softmax(logits[rows] / temperature, dim=-1)
     kl = torch.nn.functional.kl_div(log_student, teacher[rows], reduction="batchmean")
     return kl * temperature**2
+
+
+def _warm_start(network: TwoHeadClassifier, model_dir: Path, topics: list[str]) -> None:
+    """Start from a trained model folder; its label names and order must be the data's."""
+    from models.artifacts import load_network
+
+    source, meta, _ = load_network(model_dir)
+    if meta.topics != topics or meta.sentiments != list(SENTIMENTS):
+        raise ValueError(f"{model_dir} has other labels than the training data; warm start needs the same ones")
+    network.load_state_dict(source.state_dict())
 
 
 def merge_corrections(examples: list[Example], corrections: Sequence[Example]) -> list[Example]:
@@ -229,9 +240,12 @@ def train(
     bert_config = json.loads((base / "config.json").read_text())
     bert_config = {k: v for k, v in bert_config.items() if not k.startswith("_") and k != "architectures"}
     network = TwoHeadClassifier(BertConfig(**bert_config), len(topics), len(SENTIMENTS))
-    missing, unexpected = network.encoder.load_state_dict(load_file(str(base / "model.safetensors")), strict=False)
-    if missing:
-        raise RuntimeError(f"base weights lack {missing}")
+    if config.init_dir:
+        _warm_start(network, Path(config.init_dir), topics)
+    else:
+        missing, _ = network.encoder.load_state_dict(load_file(str(base / "model.safetensors")), strict=False)
+        if missing:
+            raise RuntimeError(f"base weights lack {missing}")
     if config.freeze_embeddings:
         network.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
     network.to(device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Double,
@@ -52,6 +53,7 @@ classified_messages = Table(
     Column("classified_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_classified_messages_topic_window", "topic", "window_start"),
     Index("ix_classified_messages_published_at", "published_at"),
+    Index("ix_classified_messages_model_version", "model_version", "classified_at"),
 )
 
 # One row per (series, dimension, key, window). Counts are added to, never overwritten, so several
@@ -162,10 +164,28 @@ model_versions = Table(
     Column("path", Text, nullable=False),
     Column("data_hash", Text, nullable=False),
     Column("metrics", JSONB, nullable=False),
-    Column("status", String(16), nullable=False, comment="champion, challenger, rejected or retired"),
+    Column("status", String(16), nullable=False, comment="champion, challenger, rejected, retired or rolled_back"),
     Column("reason", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("promoted_at", DateTime(timezone=True)),
+    Column("evaluation", JSONB, comment="champion's metrics on the same sets, held-back corrections"),
+    Index("uq_model_versions_one_champion", text("(true)"), unique=True,
+          postgresql_where=text("status = 'champion'")),
+)
+
+drift_checks = Table(
+    "drift_checks",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("checked_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("model_version", Text, nullable=False),
+    Column("reference_n", Integer, nullable=False),
+    Column("recent_n", Integer, nullable=False),
+    Column("topic_js", Double, nullable=False, comment="Jensen-Shannon divergence (base 2) of topic shares"),
+    Column("sentiment_js", Double, nullable=False),
+    Column("confidence_drop", Double, nullable=False, comment="reference minus recent mean topic probability"),
+    Column("drifted", Boolean, nullable=False),
+    Column("triggered_training", Boolean, nullable=False),
 )
 
 labels = Table(

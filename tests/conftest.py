@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,8 +32,8 @@ def broker() -> Iterator[EmbeddedBroker]:
         yield running
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
+@contextmanager
+def scratch_database() -> Iterator[str]:
     """A fresh database on the real server, migrated to head, dropped afterwards."""
     server = make_url(sqlalchemy_url(os.environ.get("DATABASE_URL", LOCAL_POSTGRES)))
     name = f"finsentry_test_{uuid.uuid4().hex[:10]}"
@@ -47,6 +48,20 @@ def database_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """One database for the session; tests keep apart by topic, group and trend series."""
+    with scratch_database() as url:
+        yield url
+
+
+@pytest.fixture
+def own_database_url() -> Iterator[str]:
+    """A database of the test's own, for state that is global to a database (the model registry)."""
+    with scratch_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

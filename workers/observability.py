@@ -51,8 +51,13 @@ class WorkerMetrics:
         self.last_batch = Gauge("finsentry_last_batch_timestamp", "Unix time of the last committed batch",
                                 registry=r)
         self.model.labels(version=model_version, device=device).set(1)
+        self._model_labels = (model_version, device)
 
     def on_batch(self, report: BatchReport) -> None:
+        if report.model_version and report.model_version != self._model_labels[0]:  # a hot swap
+            self.model.remove(*self._model_labels)
+            self._model_labels = (report.model_version, self._model_labels[1])
+            self.model.labels(*self._model_labels).set(1)
         self.consumed.inc(report.records)
         self.classified.inc(report.stored)
         self.duplicates.inc(report.records - report.dead_lettered - report.stored)

@@ -47,6 +47,17 @@ class WorkerStats:
     batches: int = 0
     retries: int = 0
     started: float = field(default_factory=time.monotonic)
+    swaps: list[Swap] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Swap:
+    """A model change between two batches; `pause_ms` is how long the loop spent on it."""
+
+    old_version: str
+    new_version: str
+    at: float  # time.time()
+    pause_ms: float
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,7 @@ class BatchReport:
     produced_at_ms: list[int]  # Kafka CreateTime of each record
     committed_at: float  # time.time() when the offsets were committed
     seconds: dict[str, float]  # per step: decode, inference, rows, dead_letters, database, commit
+    model_version: str = ""
 
 
 def spike_params(settings: Settings) -> SpikeParams:
@@ -75,6 +87,7 @@ class Worker:
         group_id: str | None = None, stop: threading.Event | None = None,
         on_batch: Callable[[BatchReport], None] | None = None,
         on_loop: Callable[[Consumer], None] | None = None,
+        model_updates: Callable[[], stages.Scorer | None] | None = None,
     ):
         self.settings = settings
         self.scorer = scorer
@@ -85,6 +98,7 @@ class Worker:
         self.stats = WorkerStats()
         self.on_batch = on_batch
         self.on_loop = on_loop  # called every turn of the consume loop (health, lag)
+        self.model_updates = model_updates  # a newly loaded champion, taken between batches
         self.sink = PostgresSink(engine, settings.window_seconds, settings.trend_series)
         self._kinds: dict[str, Kind] = {settings.news_topic: "news", settings.social_topic: "social"}
 
@@ -96,6 +110,8 @@ class Worker:
                  self.scorer.version)
         try:
             while not self.stop.is_set():
+                if self.model_updates:
+                    self._swap_if_ready()
                 messages = consumer.consume(self.settings.micro_batch_size, self.settings.micro_batch_timeout_s)
                 if messages:
                     self._handle(consumer, producer, messages)
@@ -105,6 +121,18 @@ class Worker:
             consumer.close()
             producer.flush(5)
         return self.stats
+
+    def _swap_if_ready(self) -> None:
+        started = time.perf_counter()
+        assert self.model_updates is not None
+        new = self.model_updates()
+        if new is None:
+            return
+        old, self.scorer = self.scorer, new
+        swap = Swap(old.version, new.version, time.time(), (time.perf_counter() - started) * 1000)
+        self.stats.swaps.append(swap)
+        log.info("swapped model %s -> %s between batches (%.3f ms)", old.version, new.version, swap.pause_ms,
+                 extra={"model_version": new.version})
 
     def _handle(self, consumer: Consumer, producer: Producer, messages: list[Any]) -> None:
         clock = [time.perf_counter()]
@@ -136,7 +164,7 @@ class Worker:
             steps = ("decode", "inference", "rows", "dead_letters", "database", "commit")
             self.on_batch(BatchReport(
                 len(raws), stored, len(dead), [m.timestamp()[1] for m in messages if not m.error()], time.time(),
-                {name: clock[i + 1] - clock[i] for i, name in enumerate(steps)}))
+                {name: clock[i + 1] - clock[i] for i, name in enumerate(steps)}, self.scorer.version))
         self.stats.consumed += len(raws)
         self.stats.stored += stored
         self.stats.duplicates += len(raws) - len(dead) - stored  # seen before, in this batch or earlier
