@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
 from pydantic import AliasChoices, Field, SecretStr
@@ -17,6 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
 
+
+if TYPE_CHECKING:
+    from workers.targets import TargetPolicy
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -92,6 +95,10 @@ class Settings(BaseSettings):
     """JSON list of `{"url", "topics", "tickers", "min_severity"}`: receivers of what matches."""
     webhook_secrets: SecretStr = SecretStr("whsec_ZGV2ZWxvcG1lbnQtb25seS1zZWNyZXQ=")
     """Comma-separated `whsec_` secrets; every message is signed with each (rotation). Set your own."""
+    webhook_allow_http: bool = False
+    """Allow http:// webhook URLs (development only; production receivers use https)."""
+    webhook_allow_private: bool = False
+    """Allow loopback, private and link-local webhook addresses (development, or receivers on a private network)."""
     webhook_timeout_s: float = 5.0
     """HTTP timeout of one delivery attempt."""
     webhook_max_attempts: int = 12
@@ -132,6 +139,12 @@ class Settings(BaseSettings):
     @property
     def webhook_secret_list(self) -> list[str]:
         return [s.strip() for s in self.webhook_secrets.get_secret_value().split(",") if s.strip()]
+
+    @property
+    def webhook_policy(self) -> TargetPolicy:
+        from workers.targets import TargetPolicy
+
+        return TargetPolicy(allow_http=self.webhook_allow_http, allow_private=self.webhook_allow_private)
 
     @property
     def input_topics(self) -> list[str]:

@@ -24,6 +24,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from schemas.tables import alert_deliveries, delivery_attempts, webhook_endpoints
+from workers.targets import TargetPolicy, UnsafeTarget, check_url, opener
 
 
 def secret_key(secret: str) -> bytes:
@@ -55,32 +56,28 @@ def verify(secrets: list[str], headers: dict[str, str], body: bytes, tolerance_s
     return any(hmac.compare_digest(o, e) for o in offered for e in expected)
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect)
-
-
 @dataclass(frozen=True)
 class Outcome:
     status_code: int | None
     latency_ms: float
     error: str | None
     retry_after_s: float | None = None
+    permanent: bool = False  # retrying cannot help (the target is refused)
 
 
-def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> Outcome:
+def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float, policy: TargetPolicy) -> Outcome:
     request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     started = time.monotonic()
     try:
-        with _OPENER.open(request, timeout=timeout_s) as response:
+        check_url(url, policy)
+        with opener(policy).open(request, timeout=timeout_s) as response:
             return Outcome(response.status, (time.monotonic() - started) * 1000, None)
     except urllib.error.HTTPError as err:
         retry_after = err.headers.get("Retry-After") if err.headers else None
         return Outcome(err.code, (time.monotonic() - started) * 1000, f"HTTP {err.code}",
                        float(retry_after) if retry_after and retry_after.isdigit() else None)
+    except UnsafeTarget as err:
+        return Outcome(None, (time.monotonic() - started) * 1000, f"refused target: {err}"[:500], permanent=True)
     except (urllib.error.URLError, OSError) as err:
         return Outcome(None, (time.monotonic() - started) * 1000, f"{err.__class__.__name__}: {err}"[:500])
 
@@ -92,7 +89,7 @@ def backoff_s(attempts: int, base_s: float, rng: random.Random) -> float:
 
 def deliver_due(
     engine: Engine, secrets: list[str], timeout_s: float, max_attempts: int, base_backoff_s: float,
-    limit: int = 20, rng: random.Random | None = None,
+    limit: int = 20, rng: random.Random | None = None, policy: TargetPolicy = TargetPolicy(),
 ) -> int:
     """Send every due delivery once; return how many were delivered."""
     rng = rng or random.Random()
@@ -118,7 +115,7 @@ def deliver_due(
                 "webhook-timestamp": str(timestamp),
                 "webhook-signature": signature_header(secrets, row.webhook_id, timestamp, body),
             }
-            outcome = post(row.endpoint_url, body, headers, timeout_s)
+            outcome = post(row.endpoint_url, body, headers, timeout_s, policy)
             conn.execute(delivery_attempts.insert().values(
                 delivery_id=row.id, status_code=outcome.status_code, latency_ms=outcome.latency_ms,
                 error=outcome.error))
@@ -138,7 +135,7 @@ def deliver_due(
                              .where(alert_deliveries.c.endpoint_url == row.endpoint_url,
                                     alert_deliveries.c.status == "pending")
                              .values(status="disabled"))
-            elif attempts >= max_attempts:
+            elif outcome.permanent or attempts >= max_attempts:
                 values.update(status="failed")
             else:
                 wait = outcome.retry_after_s if outcome.retry_after_s is not None else backoff_s(

@@ -107,6 +107,8 @@ def run_demo(settings: Settings, classifier: Classifier, timeout_s: float = 420.
                 # burst), so the detector reads smaller windows and warms up sooner than in production.
                 "spike_min_volume": 4, "spike_warmup_windows": 5, "spike_dimensions": ["topic"],
                 "detect_interval_s": 0.5,
+                # The demo's receiver is a local http server: allowed here, refused by default.
+                "webhook_allow_http": True, "webhook_allow_private": True,
             })
             stop = threading.Event()
             worker = Worker(demo_settings, classifier, engine, bootstrap, stop=stop)

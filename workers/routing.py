@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from workers.targets import TargetPolicy, check_url
+
 SEVERITIES = ("low", "medium", "high")
 
 
@@ -41,5 +43,10 @@ def recipients(routes: list[Route], dimension: str, key: str, severity: str) -> 
     return list(urls)
 
 
-def build_routes(urls: list[str], routes: list[dict[str, Any]]) -> list[Route]:
-    return [Route(u) for u in urls] + [Route.parse(r) for r in routes]
+def build_routes(urls: list[str], routes: list[dict[str, Any]], policy: TargetPolicy | None = None) -> list[Route]:
+    """Parse the receivers; with a policy, refuse unsafe URLs now (addresses are checked again on connect)."""
+    built = [Route(u) for u in urls] + [Route.parse(r) for r in routes]
+    if policy is not None:
+        for route in built:
+            check_url(route.url, policy)
+    return built

@@ -205,7 +205,7 @@ class AlertLoop(threading.Thread):
         self.settings = settings
         self.engine = engine
         self.stop_event = stop
-        self.routes = build_routes(settings.webhook_url_list, settings.webhook_routes)
+        self.routes = build_routes(settings.webhook_url_list, settings.webhook_routes, settings.webhook_policy)
 
     def run_once(self) -> tuple[list[int], int]:
         s = self.settings
@@ -213,7 +213,7 @@ class AlertLoop(threading.Thread):
                                 self.routes, series=s.trend_series, dimensions=tuple(s.spike_dimensions),
                                 overrides=s.spike_overrides)
         delivered = deliver_due(self.engine, s.webhook_secret_list, s.webhook_timeout_s,
-                                s.webhook_max_attempts, s.webhook_backoff_s)
+                                s.webhook_max_attempts, s.webhook_backoff_s, policy=s.webhook_policy)
         return touched, delivered
 
     def run(self) -> None:

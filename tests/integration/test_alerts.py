@@ -20,9 +20,10 @@ from tests.integration.helpers import (
 from workers.delivery import deliver_due
 from workers.detector import run_detection
 from workers.spikes import SpikeParams
+from workers.targets import TargetPolicy
 
+LOCAL = TargetPolicy(allow_http=True, allow_private=True)  # the test receivers listen on 127.0.0.1
 pytestmark = pytest.mark.integration
-
 
 
 def test_a_burst_raises_one_alert_delivered_once_despite_failures(engine, unique):  # type: ignore[no-untyped-def]
@@ -43,7 +44,7 @@ def test_a_burst_raises_one_alert_delivered_once_despite_failures(engine, unique
     assert alert["baseline_share"] == pytest.approx(0.15, abs=0.02)
 
     for _ in range(4):  # retries: 500, then 429 (Retry-After 0), then success for both events
-        deliver_due(engine, [SECRET], timeout_s=5, max_attempts=5, base_backoff_s=0.0)
+        deliver_due(engine, [SECRET], timeout_s=5, max_attempts=5, base_backoff_s=0.0, policy=LOCAL)
     ids = [webhook_id for webhook_id, _ in receiver.received]
     payloads = {webhook_id: p for webhook_id, p in receiver.received}
     assert len(set(ids)) == 2  # one opened, one resolved
@@ -66,8 +67,8 @@ def test_a_gone_endpoint_is_disabled_for_later_alerts_too(engine, unique):  # ty
     insert_windows(engine, series, "Macro", [0.1] * 10 + [0.8] * 4)
     insert_windows(engine, series, "Politics", [0.1] * 10 + [0.8] * 4)
     assert len(detect(engine, series, [receiver.url])) == 2  # two alerts, one delivery each
-    deliver_due(engine, [SECRET], timeout_s=5, max_attempts=5, base_backoff_s=0.0)
-    deliver_due(engine, [SECRET], timeout_s=5, max_attempts=5, base_backoff_s=0.0)
+    deliver_due(engine, [SECRET], timeout_s=5, max_attempts=5, base_backoff_s=0.0, policy=LOCAL)
+    deliver_due(engine, [SECRET], timeout_s=5, max_attempts=5, base_backoff_s=0.0, policy=LOCAL)
     assert len(receiver.received) == 1  # the 410 disabled the endpoint: the second was never sent
     statuses = scalar(engine, "SELECT string_agg(DISTINCT d.status, ',') FROM alert_deliveries d "
                               "JOIN alerts a ON a.id = d.alert_id WHERE a.series = :s", s=series)
@@ -77,7 +78,7 @@ def test_a_gone_endpoint_is_disabled_for_later_alerts_too(engine, unique):  # ty
     # An alert raised after that is recorded, but not queued for the gone endpoint.
     insert_windows(engine, series, "Earnings", [0.1] * 10 + [0.8] * 4)
     assert len(detect(engine, series, [receiver.url])) == 1
-    deliver_due(engine, [SECRET], timeout_s=5, max_attempts=5, base_backoff_s=0.0)
+    deliver_due(engine, [SECRET], timeout_s=5, max_attempts=5, base_backoff_s=0.0, policy=LOCAL)
     assert len(receiver.received) == 1
     receiver.server.shutdown()
 
@@ -118,6 +119,51 @@ def test_rotated_secrets_both_verify(engine, unique):  # type: ignore[no-untyped
     receiver = Receiver(statuses=[])  # verifies with SECRET only (the old one)
     insert_windows(engine, series, "Earnings", [0.1] * 10 + [0.8] * 4)
     assert len(detect(engine, series, [receiver.url])) == 1
-    deliver_due(engine, [new_secret, SECRET], timeout_s=5, max_attempts=5, base_backoff_s=0.0)
+    deliver_due(engine, [new_secret, SECRET], timeout_s=5, max_attempts=5, base_backoff_s=0.0, policy=LOCAL)
     assert len(receiver.received) == 1
     receiver.server.shutdown()
+
+
+def test_refused_targets_get_nothing_and_redirects_are_not_followed(engine, unique):  # type: ignore[no-untyped-def]
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    inner = Receiver(statuses=[])  # stands for an internal service on 127.0.0.1
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.send_response(307)
+            self.send_header("Location", inner.url)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    redirector = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=redirector.serve_forever, daemon=True).start()
+    port = inner.server.server_address[1]
+    targets = [inner.url, f"http://localhost:{port}/hook", f"http://127.0.0.1:{redirector.server_address[1]}/r"]
+    series = f"ssrf-{unique}"
+
+    def alert_for(topic: str, url: str) -> None:
+        insert_windows(engine, f"{series}-{topic}", topic, [0.1] * 10 + [0.8] * 4)
+        assert len(detect(engine, f"{series}-{topic}", [url])) == 1
+
+    alert_for("Macro", targets[0])
+    alert_for("Politics", targets[1])
+    # http allowed, private addresses not: the literal loopback address and a name resolving to it fail.
+    deliver_due(engine, [SECRET], timeout_s=5, max_attempts=5, base_backoff_s=0.0,
+                policy=TargetPolicy(allow_http=True))
+    # Private allowed (development) for the redirector: its 307 is not followed to the internal service.
+    alert_for("Earnings", targets[2])
+    deliver_due(engine, [SECRET], timeout_s=5, max_attempts=5, base_backoff_s=0.0, policy=LOCAL)
+    assert inner.received == []
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT d.endpoint_url, d.status, d.last_status_code, d.last_error FROM alert_deliveries d "
+            "JOIN alerts a ON a.id = d.alert_id WHERE a.series LIKE :s ORDER BY d.id"), {"s": f"{series}-%"}).all()
+    by_url = {row.endpoint_url: row for row in rows}
+    for refused in targets[:2]:
+        assert by_url[refused].status == "failed" and "not a public address" in by_url[refused].last_error
+    assert by_url[targets[2]].status == "pending" and by_url[targets[2]].last_status_code == 307
+    inner.server.shutdown()
+    redirector.shutdown()

@@ -33,7 +33,7 @@ def test_a_negative_burst_reaches_the_receiver_once(broker, engine, classifier, 
     s = settings.model_copy(update={
         "webhook_urls": receiver.url, "webhook_secrets": settings.webhook_secrets.__class__(SECRET),
         "spike_dimensions": ["source"], "spike_min_volume": 4, "spike_warmup_windows": 3,
-        "allowed_lateness_s": 60, "detect_interval_s": 0.2,
+        "allowed_lateness_s": 60, "detect_interval_s": 0.2, "webhook_allow_http": True, "webhook_allow_private": True,
     })
     start = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(minutes=20)
     messages = []
