@@ -258,6 +258,23 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
+    from finsentry.db import make_engine, migrate
+    from finsentry.embedded import services
+    from workers.privacy import apply_retention
+
+    days = args.days if args.days is not None else settings.text_retention_days
+    if days <= 0:
+        print("error: retention is off (FINSENTRY_TEXT_RETENTION_DAYS=0); pass --days N to run it once", file=sys.stderr)
+        return 2
+    with services(settings, broker=False) as (_, url):
+        if settings.database_url is None:
+            migrate(url)
+        deleted = apply_retention(make_engine(url), days)
+    print(json.dumps({"days": days, "texts_deleted": deleted}))
+    return 0
+
+
 def cmd_label(args: argparse.Namespace, settings: Settings) -> int:
     from finsentry.db import make_engine, migrate
     from finsentry.embedded import services
@@ -425,6 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
     model_sub.add_parser("promote", help="make a registered version the champion").add_argument("version")
     model_sub.add_parser("rollback", help="bring back the champion before the current one")
     p.set_defaults(func=cmd_model)
+
+    p = sub.add_parser("retention", help="delete stored text older than the retention period (trends stay)")
+    p.add_argument("--days", type=int, help="default: FINSENTRY_TEXT_RETENTION_DAYS")
+    p.set_defaults(func=cmd_retention)
 
     p = sub.add_parser("label", help="import analysts' corrections (CSV: task,text,label) for the next training")
     p.add_argument("--input", required=True)

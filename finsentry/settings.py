@@ -123,6 +123,8 @@ class Settings(BaseSettings):
     """Where a re-fine-tune starts: `champion` (warm start), `base` (MiniLM) or a model folder."""
     model_poll_s: float = 30.0
     """Workers re-read the registry this often, besides listening for promotions (LISTEN/NOTIFY)."""
+    text_retention_days: int = 30
+    """Stored texts, links and authors are deleted this many days after publication (trends are kept); 0 keeps them."""
     drift_check_minutes: int = 60
     """How often the scheduler compares the champion's recent predictions with its first ones."""
     drift_window: int = 2000

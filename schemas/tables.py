@@ -34,7 +34,7 @@ classified_messages = Table(
     Column("external_id", Text, nullable=False),
     Column("published_at", DateTime(timezone=True), nullable=False),
     Column("window_start", DateTime(timezone=True), nullable=False),
-    Column("text", Text, nullable=False),
+    Column("text", Text, comment="social posts: e-mails and phone numbers masked; NULL after retention"),
     Column("url", Text),
     Column("author", Text),
     Column("language", String(16), nullable=False),
@@ -54,6 +54,7 @@ classified_messages = Table(
     Index("ix_classified_messages_topic_window", "topic", "window_start"),
     Index("ix_classified_messages_published_at", "published_at"),
     Index("ix_classified_messages_model_version", "model_version", "classified_at"),
+    Index("ix_classified_messages_retention", "published_at", postgresql_where=text("text IS NOT NULL")),
 )
 
 # One row per (series, dimension, key, window). Counts are added to, never overwritten, so several

@@ -158,7 +158,7 @@ def _opened_payload(
         else cm.c.source == key
     worst = conn.execute(
         select(cm.c.text, cm.c.source, cm.c.url, cm.c.sentiment_score)
-        .where(about, cm.c.window_start == event.window_start)
+        .where(about, cm.c.window_start == event.window_start, cm.c.text.is_not(None))  # None: past retention
         .order_by(cm.c.sentiment_score).limit(3)
     ).all()
     end = event.window_start + timedelta(seconds=window_seconds)

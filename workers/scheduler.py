@@ -1,4 +1,4 @@
-"""`finsentry scheduler`: APScheduler with its job store in Postgres: re-fine-tuning and drift checks.
+"""`finsentry scheduler`: APScheduler with its job store in Postgres: re-fine-tuning, drift checks, retention.
 
 Jobs are stored by reference with plain arguments, so they survive restarts. coalesce and
 max_instances=1 keep one run at a time in a process, and a Postgres advisory lock keeps one run at a
@@ -27,12 +27,14 @@ from models.training import TrainConfig
 from schemas.tables import apscheduler_jobs
 from workers import drift, registry
 from workers.lifecycle import retrain_and_register
+from workers.privacy import apply_retention
 
 log = logging.getLogger(__name__)
 
 RETRAIN_LOCK = 7_310_002
 JOB_ID = "finsentry-retrain"
 DRIFT_JOB_ID = "finsentry-drift"
+RETENTION_JOB_ID = "finsentry-retention"
 
 
 class _Running:
@@ -93,6 +95,17 @@ def drift_job(default_dir: str, window: int, max_js: float, max_confidence_drop:
         engine.dispose()
 
 
+def retention_job(days: int) -> int:
+    """Delete stored text past the retention period (trends and classifications stay)."""
+    engine = _engine()
+    try:
+        deleted = apply_retention(engine, days)
+        log.info("retention: deleted the text of %d messages older than %d days", deleted, days)
+        return deleted
+    finally:
+        engine.dispose()
+
+
 def _stored_next_runs(database_url: str) -> dict[str, datetime | None]:
     """Next run times the job store holds, so that a restart keeps each job's schedule (None: paused)."""
     engine = make_engine(database_url)
@@ -130,4 +143,12 @@ def build_scheduler(database_url: str, settings: Settings, blocking: bool = True
                       replace_existing=True, **keep(DRIFT_JOB_ID), kwargs={
                           "default_dir": str(settings.model_dir), "window": settings.drift_window,
                           "max_js": settings.drift_max_js, "max_confidence_drop": settings.drift_max_confidence_drop})
+    if settings.text_retention_days > 0:
+        scheduler.add_job(retention_job, IntervalTrigger(hours=1), id=RETENTION_JOB_ID, replace_existing=True,
+                          **keep(RETENTION_JOB_ID), kwargs={"days": settings.text_retention_days})
+    elif RETENTION_JOB_ID in stored:  # retention turned off: drop the stored job
+        engine = make_engine(database_url)
+        with engine.begin() as conn:
+            conn.execute(apscheduler_jobs.delete().where(apscheduler_jobs.c.id == RETENTION_JOB_ID))
+        engine.dispose()
     return scheduler

@@ -23,8 +23,10 @@ from schemas.messages import (
     SocialPost,
 )
 from schemas.predictions import Prediction
+from workers.privacy import mask_pii
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EARLIEST = datetime(1980, 1, 1, tzinfo=timezone.utc)  # older publication times are input errors
 
 
 class Scorer(Protocol):
@@ -54,6 +56,10 @@ def decode(
             message = model.model_validate_json(raw.value)
         except ValidationError as err:
             dead.append(DeadLetter("validate", _validation_reason(err), raw))
+            continue
+        if message.published_at < EARLIEST:
+            dead.append(DeadLetter("validate", f"published_at {message.published_at.isoformat()} is before "
+                                               f"{EARLIEST.year}: not a plausible publication time", raw))
             continue
         if message.published_at > latest:
             dead.append(DeadLetter("validate", f"published_at {message.published_at.isoformat()} is in the future", raw))
@@ -115,7 +121,7 @@ def to_row(item: Classified, window_seconds: int) -> dict[str, Any]:
         "external_id": m.id,
         "published_at": m.published_at,
         "window_start": window_start(m.published_at, window_seconds),
-        "text": m.text,
+        "text": mask_pii(m.text) if raw.kind == "social" else m.text,
         "url": m.url,
         "author": m.author,
         "language": m.language,

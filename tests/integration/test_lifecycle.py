@@ -27,7 +27,7 @@ from models.network import TwoHeadClassifier
 from tests.integration.helpers import posts, scalar, send, setup_topics, wait_for
 from workers import registry
 from workers.hotswap import ModelWatcher
-from workers.scheduler import DRIFT_JOB_ID, JOB_ID, build_scheduler
+from workers.scheduler import DRIFT_JOB_ID, JOB_ID, RETENTION_JOB_ID, build_scheduler
 from workers.worker import Worker
 
 pytestmark = pytest.mark.integration
@@ -182,13 +182,13 @@ def test_a_restarted_scheduler_keeps_its_jobs_and_their_times(own_database_url, 
     first.start()
     planned = first.get_job(JOB_ID).next_run_time
     first.shutdown()
-    assert scalar(own_engine, "SELECT count(*) FROM apscheduler_jobs") == 2
+    assert scalar(own_engine, "SELECT count(*) FROM apscheduler_jobs") == 3  # retrain, drift, retention
 
     time.sleep(1.1)  # a scheduler that re-created its job would now plan it a second later
     second = build_scheduler(own_database_url, lifecycle_settings(tmp_path, retrain_epochs=2.0), blocking=False)
     second.start()
     try:
-        assert sorted(job.id for job in second.get_jobs()) == sorted([JOB_ID, DRIFT_JOB_ID])
+        assert sorted(job.id for job in second.get_jobs()) == sorted([JOB_ID, DRIFT_JOB_ID, RETENTION_JOB_ID])
         job = second.get_job(JOB_ID)
         assert job.next_run_time == planned
         assert job.kwargs["epochs"] == 2.0  # arguments follow today's settings
