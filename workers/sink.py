@@ -35,8 +35,10 @@ class PostgresSink:
             return 0
         try:
             inserted = write_batch(self.engine, self._rows, self.window_seconds, self.series)
-        except (OperationalError, DBAPIError) as err:
-            if isinstance(err, DBAPIError) and not (err.connection_invalidated or _is_transient(err)):
+        except DBAPIError as err:
+            # OperationalError: the server is unreachable, shutting down or starting up (often with no
+            # SQLSTATE, at connect time). Other errors are retried only when transient.
+            if not (isinstance(err, OperationalError) or err.connection_invalidated or _is_transient(err)):
                 raise
             raise RetryableError(f"database write failed: {err.__class__.__name__}: {err.orig}") from err
         self._rows = []

