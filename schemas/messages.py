@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from schemas.predictions import Prediction
 
@@ -14,15 +21,35 @@ Kind = Literal["news", "social"]
 _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
-class NewsArticle(BaseModel):
-    """A news article or headline from a wire or publisher feed."""
+def _readable(value: str) -> str:
+    """Text to classify must hold a letter or digit: not only zero-width, control or punctuation characters."""
+    if not any(ch.isalnum() for ch in value):
+        raise ValueError("has no letter or digit")
+    return value
 
+
+Readable = Annotated[str, AfterValidator(_readable)]
+
+
+class _Inbound(BaseModel):
     model_config = _STRICT
+
+    @model_validator(mode="after")
+    def _no_nul(self) -> "_Inbound":
+        """Postgres text cannot hold NUL; no real headline or post contains one."""
+        for name, value in self:
+            if isinstance(value, str) and "\x00" in value:
+                raise ValueError(f"{name} contains a NUL character")
+        return self
+
+
+class NewsArticle(_Inbound):
+    """A news article or headline from a wire or publisher feed."""
 
     id: str = Field(min_length=1, max_length=256)
     source: str = Field(min_length=1, max_length=128)
     published_at: AwareDatetime
-    title: str = Field(min_length=1, max_length=2_000)
+    title: Readable = Field(min_length=1, max_length=2_000)
     body: str = Field(default="", max_length=200_000)
     url: str | None = Field(default=None, max_length=2_048)
     author: str | None = Field(default=None, max_length=256)
@@ -34,15 +61,13 @@ class NewsArticle(BaseModel):
         return f"{self.title}. {self.body}" if self.body else self.title
 
 
-class SocialPost(BaseModel):
+class SocialPost(_Inbound):
     """A post from a social network (tweet, forum post)."""
-
-    model_config = _STRICT
 
     id: str = Field(min_length=1, max_length=256)
     source: str = Field(min_length=1, max_length=128)
     published_at: AwareDatetime
-    text: str = Field(min_length=1, max_length=20_000)
+    text: Readable = Field(min_length=1, max_length=20_000)
     url: str | None = Field(default=None, max_length=2_048)
     author: str | None = Field(default=None, max_length=256)
     language: str = Field(default="en", min_length=2, max_length=16)

@@ -96,5 +96,5 @@ def _key(value: bytes) -> bytes | None:
     try:
         obj = json.loads(value)
         return f"{obj['source']}:{obj['id']}".encode()
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # not ours to judge: the worker dead-letters it
         return None
