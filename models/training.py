@@ -62,7 +62,8 @@ class TrainConfig:
     label_smoothing: float = 0.05
     freeze_embeddings: bool = True
     max_examples_per_task: int | None = None  # small runs for tests and CPU smoke checks
-    teacher_dir: str | None = None  # a model folder whose soft labels fill in the missing task
+    teacher_dir: str | None = None  # model folder(s), comma-separated, whose soft labels fill in the missing task
+    distill_labelled_weight: float = 0.0  # also distil on the task a text is labelled for (ensemble distillation)
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
     init_dir: str | None = None  # warm start: a model folder (same label names) instead of the MiniLM base
@@ -109,18 +110,28 @@ def _bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random) -
 
 
 def _teacher_probs(config: TrainConfig, train_set: list[Example]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The teacher's softened probabilities for both heads on every training text (or None)."""
+    """The teachers' softened probabilities for both heads on every training text (or None).
+
+    Several teachers (comma-separated folders) are averaged: an ensemble distilled into one model.
+    """
     if not config.teacher_dir:
         return None, None
     from models.artifacts import TOKENIZER, load_network
 
-    teacher_dir = Path(config.teacher_dir)
-    teacher, meta, _ = load_network(teacher_dir)
-    ids = BatchTokenizer(teacher_dir / TOKENIZER, meta.max_length).encode([ex.text for ex in train_set])
-    topic_logits, sent_logits = predict_logits(teacher, ids, torch.device("cpu"))
+    topic_sum: torch.Tensor | None = None
+    sent_sum: torch.Tensor | None = None
+    folders = [Path(p.strip()) for p in config.teacher_dir.split(",") if p.strip()]
     t = config.distill_temperature
-    return (torch.softmax(torch.from_numpy(topic_logits) / t, dim=-1),
-            torch.softmax(torch.from_numpy(sent_logits) / t, dim=-1))
+    for teacher_dir in folders:
+        teacher, meta, _ = load_network(teacher_dir)
+        ids = BatchTokenizer(teacher_dir / TOKENIZER, meta.max_length).encode([ex.text for ex in train_set])
+        topic_logits, sent_logits = predict_logits(teacher, ids, torch.device("cpu"))
+        topic_p = torch.softmax(torch.from_numpy(topic_logits) / t, dim=-1)
+        sent_p = torch.softmax(torch.from_numpy(sent_logits) / t, dim=-1)
+        topic_sum = topic_p if topic_sum is None else topic_sum + topic_p
+        sent_sum = sent_p if sent_sum is None else sent_sum + sent_p
+    assert topic_sum is not None and sent_sum is not None
+    return topic_sum / len(folders), sent_sum / len(folders)
 
 
 def _distill(logits: torch.Tensor, teacher: torch.Tensor, rows: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -307,6 +318,13 @@ def train(
                     + _distill(sent_logits.float(), teacher_sent[index].to(device), s_labels == -100,
                                config.distill_temperature)
                 )
+                if config.distill_labelled_weight:
+                    loss = loss + config.distill_labelled_weight * (
+                        _distill(topic_logits.float(), teacher_topic[index].to(device), t_labels != -100,
+                                 config.distill_temperature)
+                        + _distill(sent_logits.float(), teacher_sent[index].to(device), s_labels != -100,
+                                   config.distill_temperature)
+                    )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
