@@ -19,7 +19,7 @@ import torch
 from sqlalchemy import Engine, text
 
 from finsentry.cli import main
-from finsentry.db import make_engine
+from finsentry.db import make_engine, sqlalchemy_url
 from finsentry.settings import DEFAULT_MODEL_DIR, Settings
 from models.artifacts import TOKENIZER, load_network, save_artifact, verify_artifact
 from models.classifier import Classifier
@@ -271,3 +271,23 @@ def test_label_imports_corrections_all_or_nothing_and_a_newer_label_replaces_the
     with own_engine.connect() as conn:
         rows = sorted(conn.execute(text("SELECT task, label, analyst FROM labels")).all())
     assert [tuple(r) for r in rows] == [("sentiment", "negative", "bo"), ("topic", "Earnings", "ana")]
+
+
+def test_commands_refuse_a_database_that_is_not_migrated(database_url, tmp_path, monkeypatch, capsys):  # type: ignore[no-untyped-def]
+    from sqlalchemy import create_engine, make_url
+
+    import uuid
+
+    name = f"finsentry_empty_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(make_url(sqlalchemy_url(database_url)), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        empty = make_url(sqlalchemy_url(database_url)).set(database=name).render_as_string(hide_password=False)
+        monkeypatch.setattr("finsentry.cli.get_settings", lambda: Settings(DATABASE_URL=empty, data_dir=tmp_path))
+        assert main(["model", "list"]) == 2
+        assert "run `finsentry migrate` first" in capsys.readouterr().err
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
