@@ -274,9 +274,9 @@ def test_label_imports_corrections_all_or_nothing_and_a_newer_label_replaces_the
 
 
 def test_commands_refuse_a_database_that_is_not_migrated(database_url, tmp_path, monkeypatch, capsys):  # type: ignore[no-untyped-def]
-    from sqlalchemy import create_engine, make_url
-
     import uuid
+
+    from sqlalchemy import create_engine, make_url
 
     name = f"finsentry_empty_{uuid.uuid4().hex[:10]}"
     admin = create_engine(make_url(sqlalchemy_url(database_url)), isolation_level="AUTOCOMMIT")
