@@ -39,7 +39,8 @@ def test_analyst_role_reads_trends_and_alerts_and_nothing_else(engine) -> None: 
         for readable in ("trend_windows", "alerts", "topic_sentiment_hour", "open_alerts", "ticker_sentiment_day"):
             conn.execute(text(f"SELECT count(*) FROM {readable}")).scalar()
         conn.rollback()
-        for hidden in ("classified_messages", "alert_deliveries", "labels", "model_versions"):
+        for hidden in ("classified_messages", "alert_deliveries", "labels", "model_versions", "drift_checks",
+                       "delivery_attempts", "apscheduler_jobs"):
             conn.execute(text("SET ROLE finsentry_analyst"))
             with pytest.raises(ProgrammingError, match="permission denied"):
                 conn.execute(text(f"SELECT count(*) FROM {hidden}"))
