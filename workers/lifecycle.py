@@ -137,7 +137,11 @@ def retrain_and_register(
     work = Path(tempfile.mkdtemp(prefix="train-", dir=models_root))
     if config.init_dir == "champion":
         config = replace(config, init_dir=str(champion))
-    result = train(config, work, corrections=to_train, progress=progress)
+    try:
+        result = train(config, work, corrections=to_train, progress=progress)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)  # no half-written model folder is left behind
+        raise
     final = models_root / result.version
     with engine.connect() as conn:
         known = conn.execute(select(model_versions.c.status).where(model_versions.c.version == result.version)).scalar()
