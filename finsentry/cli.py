@@ -59,7 +59,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from finsentry.embedded import services
     from workers.hotswap import ModelWatcher
     from workers.kafka_io import ensure_topics
-    from workers.registry import champion_dir
+    from workers.registry import serving
     from workers.worker import AlertLoop, Worker
 
     stop = _stop_on_signals()
@@ -67,7 +67,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         prepare(url, embedded=settings.database_url is None)
         engine = make_engine(url)
         ensure_topics(bootstrap, [*settings.input_topics, settings.dead_letter_topic], settings.topic_partitions)
-        classifier = _load_classifier(settings, champion_dir(engine, settings.model_dir))
+        classifier = _load_classifier(settings, serving(engine, settings.model_dir)[0])
         log.info("model %s on %s; broker %s", classifier.version, classifier.device, bootstrap)
         alert_loop = AlertLoop(settings, engine, stop)
         alert_loop.start()
@@ -241,7 +241,7 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
                         "created_at": row["created_at"].isoformat(),
                         "promoted_at": row["promoted_at"].isoformat() if row["promoted_at"] else None,
                         "macro_f1": {task: dev[task]["macro_f1"] for task in dev}, "reason": row["reason"]}))
-                print(f"serving: {registry.champion_dir(engine, settings.model_dir)}", file=sys.stderr)
+                print(f"serving: {registry.serving(engine, settings.model_dir)[0]}", file=sys.stderr)
             elif args.action == "promote":
                 registry.promote(engine, args.version)
                 print(f"{args.version} is the champion; running workers switch to it between batches")

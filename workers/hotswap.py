@@ -42,6 +42,7 @@ class ModelWatcher(threading.Thread):
         self.poll_s = poll_s
         self._lock = threading.Lock()
         self._wanted = serving_version  # the version serving, or being loaded to serve
+        self._default_version = version_of(default_dir)  # what serves when no champion is registered
         self._ready: Scorer | None = None
         self.listening = threading.Event()  # set once LISTEN is in place (tests wait on it)
 
@@ -73,15 +74,17 @@ class ModelWatcher(threading.Thread):
                 backoff = min(backoff * 2, 30.0)
 
     def check(self) -> None:
-        """Load the registry's champion if it is not the one serving (or already loaded)."""
-        target = registry.champion_dir(self.engine, self.default_dir)
-        try:
-            version = version_of(target)
-        except OSError as err:
-            log.error("cannot read the champion at %s: %s", target, err)
-            return
+        """Load the registry's champion if it is not the one serving (or already loaded).
+
+        Each poll is one small query; the weights are hashed only when the registered version differs.
+        """
+        registered = registry.champion_version(self.engine) or self._default_version
         with self._lock:
-            if version == self._wanted:
+            if registered == self._wanted:
+                return
+        target, version = registry.serving(self.engine, self.default_dir)
+        with self._lock:
+            if version == self._wanted:  # the champion does not verify and the default is serving already
                 return
         started = time.perf_counter()
         try:

@@ -20,7 +20,6 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects.postgresql import insert
 
-from models.artifacts import version_of
 from models.dataset import Example, topic_names
 from models.training import TrainConfig, evaluate_model_dir, train
 from schemas.predictions import SENTIMENTS
@@ -129,8 +128,7 @@ def retrain_and_register(
     engine: Engine, models_root: Path, default_dir: Path, config: TrainConfig, progress: bool = False
 ) -> dict[str, Any]:
     """Fine-tune a challenger, compare it with the champion on the same data, register it, maybe promote."""
-    champion = registry.champion_dir(engine, default_dir)
-    champion_version = version_of(champion)
+    champion, champion_version = registry.serving(engine, default_dir)
     fixes = corrections(engine, topic_names())
     to_train, held = split_corrections(fixes)
     models_root.mkdir(parents=True, exist_ok=True)

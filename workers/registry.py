@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, text
 
-from models.artifacts import ArtifactError, verify_artifact
+from models.artifacts import ArtifactError, verify_artifact, version_of
 from schemas.tables import model_versions
 
 log = logging.getLogger(__name__)
@@ -60,17 +60,22 @@ def champion_row(conn: Connection) -> Any:
     return conn.execute(select(model_versions).where(model_versions.c.status == "champion")).mappings().first()
 
 
-def champion_dir(engine: Engine, default_dir: Path) -> Path:
-    """The registered champion's folder if there is a verified one, else the shipped default."""
+def champion_version(engine: Engine) -> str | None:
+    """The registered champion's version, from the table alone (no file is read)."""
+    with engine.connect() as conn:
+        return conn.execute(select(model_versions.c.version).where(model_versions.c.status == "champion")).scalar()
+
+
+def serving(engine: Engine, default_dir: Path) -> tuple[Path, str]:
+    """(folder, version) that should serve: the registered champion if it verifies, else the shipped default."""
     with engine.connect() as conn:
         row = champion_row(conn)
     if row:
         try:
-            verify_artifact(Path(row["path"]))
-            return Path(row["path"])
+            return Path(row["path"]), verify_artifact(Path(row["path"]))
         except ArtifactError as err:
             log.error("champion %s fails verification, serving the default: %s", row["version"], err)
-    return default_dir
+    return default_dir, version_of(default_dir)
 
 
 def list_versions(engine: Engine) -> list[dict[str, Any]]:

@@ -8,6 +8,8 @@ time across processes; `finsentry train --now` takes the same lock.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,6 @@ from sqlalchemy import Engine, func, select
 
 from finsentry.db import make_engine, sqlalchemy_url
 from finsentry.settings import Settings
-from models.artifacts import version_of
 from models.training import TrainConfig
 from schemas.tables import apscheduler_jobs
 from workers import drift, registry
@@ -45,10 +46,16 @@ class _Running:
     scheduler: BaseScheduler | None = None
 
 
-def _engine() -> Engine:
+@contextmanager
+def _engine() -> Iterator[Engine]:
+    """An engine for one job run, disposed afterwards."""
     if _Running.database_url is None:
         raise RuntimeError("scheduled jobs run inside `finsentry scheduler` (build_scheduler sets the database)")
-    return make_engine(_Running.database_url)
+    engine = make_engine(_Running.database_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def retrain_locked(engine: Engine, models_root: Path, default_dir: Path, config: TrainConfig,
@@ -67,20 +74,16 @@ def retrain_locked(engine: Engine, models_root: Path, default_dir: Path, config:
 
 def retrain_job(models_root: str, default_dir: str, epochs: float, max_examples_per_task: int | None,
                 init: str = "champion") -> dict[str, Any] | None:
-    engine = _engine()
-    try:
-        config = TrainConfig(epochs=epochs, max_examples_per_task=max_examples_per_task,
-                             init_dir=None if init == "base" else init)
+    config = TrainConfig(epochs=epochs, max_examples_per_task=max_examples_per_task,
+                         init_dir=None if init == "base" else init)
+    with _engine() as engine:
         return retrain_locked(engine, Path(models_root), Path(default_dir), config)
-    finally:
-        engine.dispose()
 
 
 def drift_job(default_dir: str, window: int, max_js: float, max_confidence_drop: float) -> dict[str, Any] | None:
     """Check the serving champion for drift; on drift, bring the next re-fine-tuning run forward to now."""
-    engine = _engine()
-    try:
-        version = version_of(registry.champion_dir(engine, Path(default_dir)))
+    with _engine() as engine:
+        _, version = registry.serving(engine, Path(default_dir))
         result = drift.check(engine, version, drift.DriftThresholds(window, max_js, max_confidence_drop))
         if result is None:
             return None
@@ -89,31 +92,25 @@ def drift_job(default_dir: str, window: int, max_js: float, max_confidence_drop:
             _Running.scheduler.modify_job(JOB_ID, next_run_time=datetime.now(timezone.utc))
             triggered = True
         drift.record(engine, result, triggered)
-        return {"drifted": result.drifted, "triggered_training": triggered, "topic_js": result.topic_js,
-                "sentiment_js": result.sentiment_js, "confidence_drop": result.confidence_drop}
-    finally:
-        engine.dispose()
+    return {"drifted": result.drifted, "triggered_training": triggered, "topic_js": result.topic_js,
+            "sentiment_js": result.sentiment_js, "confidence_drop": result.confidence_drop}
 
 
 def retention_job(days: int) -> int:
     """Delete stored text past the retention period (trends and classifications stay)."""
-    engine = _engine()
-    try:
+    with _engine() as engine:
         deleted = apply_retention(engine, days)
-        log.info("retention: deleted the text of %d messages older than %d days", deleted, days)
-        return deleted
-    finally:
-        engine.dispose()
+    log.info("retention: deleted the text of %d messages older than %d days", deleted, days)
+    return deleted
 
 
-def _stored_next_runs(database_url: str) -> dict[str, datetime | None]:
-    """Next run times the job store holds, so that a restart keeps each job's schedule (None: paused)."""
-    engine = make_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(select(apscheduler_jobs.c.id, apscheduler_jobs.c.next_run_time)).all()
-    finally:
-        engine.dispose()
+def _stored_next_runs(retention_on: bool) -> dict[str, datetime | None]:
+    """Next run times the job store holds, so that a restart keeps each job's schedule (None: paused).
+    A retention job left from when retention was on is dropped here."""
+    with _engine() as engine, engine.begin() as conn:
+        rows = conn.execute(select(apscheduler_jobs.c.id, apscheduler_jobs.c.next_run_time)).all()
+        if not retention_on:
+            conn.execute(apscheduler_jobs.delete().where(apscheduler_jobs.c.id == RETENTION_JOB_ID))
     return {row.id: None if row.next_run_time is None
             else datetime.fromtimestamp(row.next_run_time, timezone.utc) for row in rows}
 
@@ -127,7 +124,7 @@ def build_scheduler(database_url: str, settings: Settings, blocking: bool = True
     )
     _Running.database_url = database_url
     _Running.scheduler = scheduler
-    stored = _stored_next_runs(database_url)
+    stored = _stored_next_runs(retention_on=settings.text_retention_days > 0)
 
     def keep(job_id: str) -> dict[str, Any]:
         # The arguments come from today's settings; the next run time from the store, if it has one.
@@ -146,9 +143,4 @@ def build_scheduler(database_url: str, settings: Settings, blocking: bool = True
     if settings.text_retention_days > 0:
         scheduler.add_job(retention_job, IntervalTrigger(hours=1), id=RETENTION_JOB_ID, replace_existing=True,
                           **keep(RETENTION_JOB_ID), kwargs={"days": settings.text_retention_days})
-    elif RETENTION_JOB_ID in stored:  # retention turned off: drop the stored job
-        engine = make_engine(database_url)
-        with engine.begin() as conn:
-            conn.execute(apscheduler_jobs.delete().where(apscheduler_jobs.c.id == RETENTION_JOB_ID))
-        engine.dispose()
     return scheduler

@@ -173,7 +173,7 @@ def test_drift_brings_training_forward_and_the_gate_rejects_a_worse_challenger(o
     assert row["status"] == "rejected"
     assert "macro-F1 fell" in row["reason"] and "recall of" in row["reason"]
     assert row["parent"] == serving
-    assert registry.champion_dir(own_engine, DEFAULT_MODEL_DIR) == DEFAULT_MODEL_DIR
+    assert registry.serving(own_engine, DEFAULT_MODEL_DIR)[0] == DEFAULT_MODEL_DIR
 
 
 def test_a_restarted_scheduler_keeps_its_jobs_and_their_times(own_database_url, own_engine, tmp_path):  # type: ignore[no-untyped-def]
