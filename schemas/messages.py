@@ -37,7 +37,7 @@ class _Inbound(BaseModel):
     @model_validator(mode="after")
     def _no_nul(self) -> "_Inbound":
         """Postgres text cannot hold NUL; no real headline or post contains one."""
-        for name, value in self:
+        for name, value in self.__dict__.items():  # the fields; plain dict iteration, not the model's __iter__
             if isinstance(value, str) and "\x00" in value:
                 raise ValueError(f"{name} contains a NUL character")
         return self
