@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import pytest
 
@@ -15,7 +16,7 @@ from tests.integration.helpers import (
     setup_topics,
     wait_for,
 )
-from tests.unit.test_fuzz_decoder import NOW, corpus, raw
+from tests.unit.test_fuzz_decoder import corpus, raw
 from workers.stages import decode
 
 pytestmark = pytest.mark.integration
@@ -26,10 +27,12 @@ def test_the_worker_survives_the_hostile_corpus(broker, engine, classifier, sett
     # The broker refuses records over 1 MB before any worker sees them; the 10 MB cases are covered
     # by the decoder's unit test, and a 900 kB record stands in for them here.
     source = f"hostile-{unique}"
-    items = [item for item in corpus(source) if not item[0].startswith("10 MB")]
+    # The worker judges publication times by the wall clock, so the corpus and the expectation use it too.
+    now = datetime.now(timezone.utc)
+    items = [item for item in corpus(source, now) if not item[0].startswith("10 MB")]
     items.append(("900 kB text", json.dumps({"id": "big", "source": source, "text": "z" * 900_000,
                                              "published_at": "2026-11-22T11:00:00Z"}).encode(), "social"))
-    accepted, dead = decode([raw(value, kind) for _, value, kind in items], NOW)
+    accepted, dead = decode([raw(value, kind) for _, value, kind in items], now)
     social = [value or b"" for _, value, kind in items if kind == "social"]
     news = [value or b"" for _, value, kind in items if kind == "news"]
     send(broker.bootstrap, settings.social_topic, social)

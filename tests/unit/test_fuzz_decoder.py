@@ -94,8 +94,10 @@ def test_articles_with_odd_text_and_any_timestamp(message: dict[str, Any]) -> No
     check([raw(json.dumps(message).encode(), "news")])
 
 
-def corpus(source: str = "s") -> list[tuple[str, bytes | None, str]]:
-    """(name, value, kind): hostile inputs named in the issue, and their cousins, all from `source`."""
+def corpus(source: str = "s", now: datetime = NOW) -> list[tuple[str, bytes | None, str]]:
+    """(name, value, kind): hostile inputs named in the issue, and their cousins, all from `source`.
+
+    `now` is the clock that will judge them: the "tomorrow" record is a day after it."""
     good = {"id": "c", "source": source, "published_at": "2026-11-22T11:00:00Z", "text": "$AAPL falls"}
     src = source.encode()
 
@@ -135,7 +137,7 @@ def corpus(source: str = "s") -> list[tuple[str, bytes | None, str]]:
         ("year 9999", post(published_at="9999-12-31T23:59:59Z"), "social"),
         ("naive timestamp", post(published_at="2026-11-22T11:00:00"), "social"),
         ("epoch number", post(published_at=1763800000), "social"),
-        ("tomorrow", post(published_at=(NOW + timedelta(days=1)).isoformat()), "social"),
+        ("tomorrow", post(published_at=(now + timedelta(days=1)).isoformat()), "social"),
         ("offset +14", post(published_at="2026-11-23T01:00:00+14:00"), "social"),
         ("wrong kind of message", post(), "news"),
         ("missing fields", b'{"id":"c"}', "social"),
