@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -67,27 +68,52 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         prepare(url, embedded=settings.database_url is None)
         engine = make_engine(url)
         ensure_topics(bootstrap, [*settings.input_topics, settings.dead_letter_topic], settings.topic_partitions)
-        classifier = _load_classifier(settings, serving(engine, settings.model_dir)[0])
+        if args.processes > 1:
+            engine.dispose()
+            return _worker_processes(args, settings, bootstrap, url, stop)
+        if args.zero_cost_model:
+            from models.classifier import ZeroCostClassifier
+
+            classifier = ZeroCostClassifier(settings.model_dir)
+        else:
+            classifier = _load_classifier(settings, serving(engine, settings.model_dir)[0])
         log.info("model %s on %s; broker %s", classifier.version, classifier.device, bootstrap)
         alert_loop = AlertLoop(settings, engine, stop)
         alert_loop.start()
         if args.max_seconds:
             threading.Timer(args.max_seconds, stop.set).start()
-        watcher = ModelWatcher(url, engine, settings.model_dir, lambda path: _load_classifier(settings, path),
-                               classifier.version, stop, settings.model_poll_s)
-        watcher.start()
+        watcher = None
+        if not args.zero_cost_model:
+            watcher = ModelWatcher(url, engine, settings.model_dir, lambda path: _load_classifier(settings, path),
+                                   classifier.version, stop, settings.model_poll_s)
+            watcher.start()
         metrics, on_loop, server = _observability(settings, classifier)
         try:
             stats = Worker(settings, classifier, engine, bootstrap, group_id=args.group, stop=stop,
-                           on_batch=metrics.on_batch, on_loop=on_loop, model_updates=watcher.take).run()
+                           on_batch=metrics.on_batch, on_loop=on_loop,
+                           model_updates=watcher.take if watcher else None).run()
         finally:
             if server:
                 server.stop()
         alert_loop.join(10)
-        print(json.dumps({"consumed": stats.consumed, "stored": stats.stored, "duplicates": stats.duplicates,
-                          "dead_lettered": stats.dead_lettered, "batches": stats.batches,
-                          "swaps": [[w.old_version, w.new_version, round(w.pause_ms, 3)] for w in stats.swaps]}))
+        print(json.dumps({"pid": os.getpid(), "consumed": stats.consumed, "stored": stats.stored,
+                          "duplicates": stats.duplicates, "dead_lettered": stats.dead_lettered,
+                          "batches": stats.batches,
+                          "swaps": [[w.old_version, w.new_version, round(w.pause_ms, 3)] for w in stats.swaps]}),
+              flush=True)
     return 0
+
+
+def _worker_processes(args: argparse.Namespace, settings: Settings, bootstrap: str, url: str,
+                      stop: threading.Event) -> int:
+    """N children in one consumer group, sharing the services resolved here."""
+    from workers.processes import child_env, run_processes
+
+    argv = ["worker", "--group", args.group or settings.consumer_group]
+    argv += ["--max-seconds", str(args.max_seconds)] if args.max_seconds else []
+    argv += ["--zero-cost-model"] if args.zero_cost_model else []
+    envs = [child_env(bootstrap, url, settings.metrics_port, i) for i in range(args.processes)]
+    return run_processes(argv, envs, stop)
 
 
 def _observability(settings: Settings, classifier: Any) -> tuple[Any, Any, Any]:
@@ -316,7 +342,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         prepare(url, embedded=settings.database_url is None)
         engine = make_engine(url)
         classifier = _load_classifier(settings, args.model_dir)
-        result = run_bench(settings, classifier, engine, bootstrap, quick=args.quick)
+        result = run_bench(settings, classifier, engine, bootstrap, quick=args.quick, database_url=url)
         engine.dispose()
     print_table(result)
     print(json.dumps(result), flush=True)
@@ -397,6 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="consume, classify, store trends, raise alerts")
     p.add_argument("--group", help="consumer group id (default from settings)")
     p.add_argument("--max-seconds", type=float, help="stop after this many seconds")
+    p.add_argument("--processes", type=int, default=1,
+                   help="worker processes in one consumer group, each with its own model copy and metrics port "
+                        "(FINSENTRY_METRICS_PORT + i); stopped together")
+    p.add_argument("--zero-cost-model", action="store_true",
+                   help="benchmarking only: tokenise as the real model does, then skip the forward pass "
+                        "(no real labels); shows what the host side can feed a GPU")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("predict", help="score a CSV with a text column into JSON lines")

@@ -29,6 +29,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(n: int) -> int:
+    """A free port whose next n-1 ports are free too (worker processes' metrics ports)."""
+    for _ in range(50):
+        base = free_port()
+        try:
+            for i in range(1, n):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError(f"no run of {n} free ports")
+
+
 class EmbeddedBroker:
     """A Tansu broker with in-memory storage on 127.0.0.1, as a child process."""
 

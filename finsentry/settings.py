@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     """Longest wait for a micro-batch to fill."""
     forward_batch_size: int = 0
     """The model's forward batch (device memory); 0 picks the device's best: 32 on a CPU, 1024 on a GPU."""
+    pipeline_depth: int = 2
+    """Micro-batches queued between two stages (decode+tokenise, inference, write): the overlap bound."""
 
     model_dir: Path = DEFAULT_MODEL_DIR
     """Model folder served when the registry has no champion."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,25 @@ from tokenizers import Tokenizer
 from models.text import normalize_text
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """A batch of texts with their unpadded token ids, in input order."""
+
+    texts: list[str]
+    ids: list[list[int]]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def part(self, start: int, stop: int) -> "Encoded":
+        return Encoded(self.texts[start:stop], self.ids[start:stop])
+
+
 class BatchTokenizer:
-    """Encodes normalised texts to unpadded id lists; `pad` turns a slice of them into arrays."""
+    """Encodes normalised texts to unpadded id lists; `pad` turns a slice of them into arrays.
+
+    `encode_batch` runs in Rust on every core and releases the GIL, so a worker tokenises the next
+    batch while the device works on the current one."""
 
     def __init__(self, tokenizer_file: Path, max_length: int):
         self._tok = Tokenizer.from_file(str(tokenizer_file))

@@ -79,9 +79,9 @@ def backfill(
         for start in range(0, len(values), chunk):
             raws = [RawMessage(kind, v, origin, 0, start + i) for i, v in enumerate(values[start : start + chunk])]
             accepted, rejected = stages.decode(raws, datetime.now(timezone.utc))
-            rows = [stages.to_row(c, window_seconds) for c in stages.classify(accepted, classifier)]
-            counted += write_batch(engine, rows, window_seconds, series, store_messages=False)
-            dead += len(rejected)
+            columns, failed = stages.classify(accepted, classifier)
+            counted += write_batch(engine, [columns], window_seconds, series, store_messages=False)
+            dead += len(rejected) + len(failed)
             total += len(raws)
             bar.update(len(raws))
     return {"series": series, "model_version": classifier.version, "messages": total, "counted": counted,

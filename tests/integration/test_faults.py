@@ -277,14 +277,14 @@ class FailsOn:
     def __init__(self, classifier: Classifier, poison: str):
         self.classifier, self.poison, self.version, self.calls = classifier, poison, classifier.version, 0
 
-    def score(self, texts: list[str]) -> Any:
-        self.calls += 1
-        if self.poison in texts:
-            raise RuntimeError("CUDA out of memory (injected)")
-        return self.classifier.score(texts)
+    def encode(self, texts: list[str]) -> Any:
+        return self.classifier.encode(texts)
 
-    def prediction(self, scores: Any, row: int, text: str) -> Any:
-        return self.classifier.prediction(scores, row, text)
+    def score_encoded(self, encoded: Any) -> Any:
+        self.calls += 1
+        if self.poison in encoded.texts:
+            raise RuntimeError("CUDA out of memory (injected)")
+        return self.classifier.score_encoded(encoded)
 
 
 def test_a_poison_message_is_dead_lettered_and_its_batch_is_processed(broker, engine, classifier, settings,

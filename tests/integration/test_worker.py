@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 from sqlalchemy import text
@@ -106,7 +107,7 @@ def test_offsets_are_committed_only_after_the_database_transaction(broker, engin
     try:
         with RunningWorker(settings, classifier, engine, broker.bootstrap) as running:
             wait_for(lambda: int(scalar(engine, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                                "AND query LIKE 'INSERT INTO classified_messages%'")) >= 1,
+                                                "AND query LIKE '%INSERT INTO classified_messages%'")) >= 1,
                      what="the worker's insert to wait on the lock")
             assert committed_offsets(broker.bootstrap, settings.consumer_group) == {}
             assert count_rows(engine, unique) == 0
@@ -141,3 +142,37 @@ def test_late_messages_still_count_in_their_own_window(broker, engine, classifie
     old = scalar(engine, "SELECT sum(n_messages) FROM trend_windows WHERE series = :s AND dimension = 'topic' "
                          "AND window_start < now() - interval '2 hours'", s=settings.trend_series)
     assert int(old) == 3
+
+
+class SlowScorer:
+    """The real classifier with a slow device, so that several batches are in flight at once."""
+
+    def __init__(self, classifier, delay_s: float) -> None:  # type: ignore[no-untyped-def]
+        self.classifier, self.delay_s, self.version = classifier, delay_s, classifier.version
+
+    def encode(self, texts):  # type: ignore[no-untyped-def]
+        return self.classifier.encode(texts)
+
+    def score_encoded(self, encoded):  # type: ignore[no-untyped-def]
+        time.sleep(self.delay_s)
+        return self.classifier.score_encoded(encoded)
+
+
+def test_overlapped_batches_commit_offsets_in_order_and_only_once_durable(broker, engine, classifier, settings,
+                                                                          unique):  # type: ignore[no-untyped-def]
+    settings = settings.model_copy(update={"micro_batch_size": 8, "pipeline_depth": 2})
+    setup_topics(broker.bootstrap, settings)
+    send(broker.bootstrap, settings.social_topic, posts(96, unique))
+    samples: list[tuple[int, int]] = []
+    with RunningWorker(settings, SlowScorer(classifier, 0.1), engine, broker.bootstrap) as running:
+        while running.worker.stats.consumed < 96 and running.thread.is_alive():
+            committed = sum(committed_offsets(broker.bootstrap, settings.consumer_group).values())
+            samples.append((committed, count_rows(engine, unique)))  # read after: rows only grow
+            time.sleep(0.05)
+        overlap = running.worker.stats.max_in_flight
+    # Never an offset committed past a batch that was not yet in Postgres.
+    assert samples and all(committed <= durable for committed, durable in samples)
+    assert any(committed > 0 for committed, _ in samples)  # offsets were committed while running
+    assert overlap >= 2  # the stages did overlap
+    assert sum(committed_offsets(broker.bootstrap, settings.consumer_group).values()) == 96
+    assert count_rows(engine, unique) == 96 and topic_total(engine, settings.trend_series) == 96

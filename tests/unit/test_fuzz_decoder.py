@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.messages import RawMessage
-from workers.stages import aggregate, decode, to_row
+from workers.stages import aggregate_columns, decode, to_columns
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
 TRIED = {"count": 0}
@@ -39,21 +39,21 @@ def check(records: list[RawMessage]) -> None:
     assert len(accepted) + len(dead) == len(records)
     for letter in dead:
         assert letter.stage in {"decode", "validate"} and letter.reason
-    rows = [to_row(_classified(item), 60) for item in accepted]
-    for row in rows:  # what Postgres would refuse
-        assert not any(isinstance(v, str) and "\x00" in v for v in row.values())
-    aggregate(rows)
+    columns = to_columns(accepted, _fixed_scores(len(accepted)))
+    for record in columns.records():  # what Postgres would refuse
+        assert not any(isinstance(v, str) and "\x00" in v for v in record)
+    aggregate_columns(columns, 60)
 
 
-def _classified(item: Any) -> Any:
-    """A fixed prediction: the decoder's output must survive the row and aggregation stages."""
-    from schemas.messages import Classified
-    from schemas.predictions import Prediction
+def _fixed_scores(n: int) -> Any:
+    """Fixed scores: the decoder's output must survive the column and aggregation stages."""
+    import numpy as np
 
-    prediction = Prediction(topic="Macro", topic_prob=0.9, sentiment="neutral",
-                            sentiment_probs={"negative": 0.1, "neutral": 0.8, "positive": 0.1},
-                            sentiment_score=0.0, tickers=[], model_version="fs-test")
-    return Classified(item, prediction)
+    from models.classifier import BatchScores
+
+    return BatchScores(np.zeros(n, np.int64), np.full(n, 0.9, np.float32),
+                       np.tile(np.array([0.1, 0.8, 0.1], np.float32), (n, 1)), ("Macro",),
+                       ("negative", "neutral", "positive"), "fs-test")
 
 
 def raw(value: bytes | None, kind: str = "social") -> RawMessage:

@@ -2,7 +2,7 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from schemas.messages import RawMessage
-from workers.stages import aggregate, classify, decode, to_row, window_start
+from workers.stages import aggregate_columns, classify, decode, window_start
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
 
@@ -60,9 +60,16 @@ def test_window_start_floors_to_the_window() -> None:
 
 def test_classify_and_aggregate_count_each_dimension(classifier) -> None:  # type: ignore[no-untyped-def]
     accepted, _ = decode([raw(post(1)), raw(post(2, text="$MSFT and $AAPL rally on record earnings"))], NOW)
-    rows = [to_row(c, 60) for c in classify(accepted, classifier)]
-    assert rows[0]["tickers"] == ["AAPL"] and rows[1]["tickers"] == ["MSFT", "AAPL"]
-    deltas = aggregate(rows)
+    columns, dead = classify(accepted, classifier)
+    assert dead == [] and columns.message_key == ["x:1", "x:2"]
+    assert columns.tickers == [["AAPL"], ["MSFT", "AAPL"]]
+    assert columns.model_version == classifier.version and set(columns.topic) <= set(classifier.topics)
+    # The columns agree with the per-message prediction the CLI gives.
+    for i, prediction in enumerate(classifier.predict([a.message.text for a in accepted])):
+        assert (columns.topic[i], columns.sentiment[i]) == (prediction.topic, prediction.sentiment)
+        assert abs(columns.sentiment_score[i] - prediction.sentiment_score) < 1e-5
+        assert abs(columns.probs[i].sum() - 1.0) < 1e-4
+    deltas = aggregate_columns(columns, 60)
     minute = datetime(2026, 11, 22, 11, 58, tzinfo=timezone.utc)
     assert deltas[("source", "x", minute)].n_messages == 2
     assert deltas[("ticker", "AAPL", minute)].n_messages == 2
@@ -80,25 +87,24 @@ class FailsOn:
         self.version = classifier.version
         self.calls = 0
 
-    def score(self, texts):  # type: ignore[no-untyped-def]
-        self.calls += 1
-        if self.poison in texts:
-            raise self.error
-        return self.classifier.score(texts)
+    def encode(self, texts):  # type: ignore[no-untyped-def]
+        return self.classifier.encode(texts)
 
-    def prediction(self, scores, row, text):  # type: ignore[no-untyped-def]
-        return self.classifier.prediction(scores, row, text)
+    def score_encoded(self, encoded):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if self.poison in encoded.texts:
+            raise self.error
+        return self.classifier.score_encoded(encoded)
 
 
 def test_a_model_failure_splits_the_batch_and_dead_letters_only_the_poison(classifier) -> None:  # type: ignore[no-untyped-def]
-    from workers.stages import classify_resilient
-
     records = [raw(post(i, text=f"Shares of company {i} rise on strong demand")) for i in range(8)]
     records[5] = raw(post(5, text="POISON"))
     accepted, _ = decode(records, NOW)
     scorer = FailsOn(classifier, "POISON", RuntimeError("CUDA out of memory"))
-    classified, dead = classify_resilient(accepted, scorer)
-    assert [c.accepted.key for c in classified] == [f"x:{i}" for i in range(8) if i != 5]
+    columns, dead = classify(accepted, scorer)
+    assert columns.message_key == [f"x:{i}" for i in range(8) if i != 5]
+    assert len(columns.topic) == len(columns.sentiment_score) == 7
     assert len(dead) == 1 and dead[0].raw is records[5] and "out of memory" in dead[0].reason
     assert scorer.calls <= 2 * 3 + 1  # halving: about log2(8) failing levels, not one call per message
 
@@ -106,15 +112,31 @@ def test_a_model_failure_splits_the_batch_and_dead_letters_only_the_poison(class
 def test_non_finite_scores_count_as_a_model_failure(classifier) -> None:  # type: ignore[no-untyped-def]
     import numpy as np
 
-    from workers.stages import classify_resilient
-
     class NaNOn(FailsOn):
-        def score(self, texts):  # type: ignore[no-untyped-def]
-            scores = self.classifier.score(texts)
-            if self.poison in texts:
-                scores.sentiment_probs[texts.index(self.poison)] = np.nan
+        def score_encoded(self, encoded):  # type: ignore[no-untyped-def]
+            scores = self.classifier.score_encoded(encoded)
+            if self.poison in encoded.texts:
+                scores.sentiment_probs[encoded.texts.index(self.poison)] = np.nan
             return scores
 
     accepted, _ = decode([raw(post(1)), raw(post(2, text="NAN"))], NOW)
-    classified, dead = classify_resilient(accepted, NaNOn(classifier, "NAN", RuntimeError()))
-    assert [c.accepted.key for c in classified] == ["x:1"] and dead[0].stage == "classify"
+    columns, dead = classify(accepted, NaNOn(classifier, "NAN", RuntimeError()))
+    assert columns.message_key == ["x:1"] and dead[0].stage == "classify"
+
+
+def test_the_zero_cost_model_tokenises_like_the_real_one(classifier) -> None:  # type: ignore[no-untyped-def]
+    from finsentry.settings import DEFAULT_MODEL_DIR
+    from models.classifier import ZeroCostClassifier
+
+    zero = ZeroCostClassifier(DEFAULT_MODEL_DIR)
+    texts = ["$AAPL shares slump after weak guidance", "Fed holds rates", "a" * 5000]
+    assert zero.encode(texts).ids == classifier.encode(texts).ids
+    scores = zero.score(texts)
+    assert scores.model_version == "zero-cost" and scores.topics == tuple(classifier.topics)
+    assert np_allclose(scores.sentiment_probs.sum(axis=1), 1.0)
+
+
+def np_allclose(values, target) -> bool:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    return bool(np.allclose(values, target, atol=1e-5))

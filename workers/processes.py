@@ -1,0 +1,64 @@
+"""`finsentry worker --processes N`: N worker processes in one consumer group on one machine.
+
+Each child is a plain `finsentry worker` with its own model copy (one GPU can be shared), its own
+metrics port (the base port + its index) and the services the parent resolved, so that N children
+share one embedded broker and database instead of starting N. A signal to the parent stops them all;
+a child that dies stops the others; the parent returns the worst exit code.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+log = logging.getLogger(__name__)
+
+
+def child_env(bootstrap: str, database_url: str, metrics_port: int, index: int) -> dict[str, str]:
+    """The environment of child `index`: the resolved services and its own metrics port."""
+    port = metrics_port + index if metrics_port > 0 else metrics_port  # 0: a free port each; -1: off
+    return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "DATABASE_URL": database_url,
+            "FINSENTRY_METRICS_PORT": str(port)}
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the parent dies, even by kill -9 (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def run_processes(argv: list[str], envs: list[dict[str, str]], stop: threading.Event,
+                  grace_s: float = 30.0) -> int:
+    """Run `finsentry <argv>` once per environment until all exit or `stop` is set; return the worst
+    exit code (a signal counts as 128 + its number)."""
+    children = [subprocess.Popen([sys.executable, "-m", "finsentry.cli", *argv], env=env, preexec_fn=_die_with_parent)
+                for env in envs]
+    log.info("started %d worker processes: %s", len(children), [c.pid for c in children])
+    try:
+        while not stop.is_set() and all(c.poll() is None for c in children):
+            time.sleep(0.2)
+        failed = [c for c in children if c.poll() not in (None, 0)]
+        if failed:
+            log.error("worker process %d exited with %s; stopping the others", failed[0].pid, failed[0].returncode)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for child in children:
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("worker process %d did not stop in %.0f s; killing it", child.pid, grace_s)
+                child.kill()
+                child.wait()
+    codes = [c.returncode if c.returncode >= 0 else 128 - c.returncode for c in children]
+    return max(codes)
