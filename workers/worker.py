@@ -250,14 +250,14 @@ class Worker:
         assert columns is not None
         if self.on_batch:
             self.on_batch(BatchReport(records, stored, dead, [m.timestamp()[1] for m in batch.messages], time.time(),
-                                      {name: batch.seconds.get(name, 0.0) for name in STEPS}, columns.model_version))
+                                      {name: batch.seconds.get(name, 0.0) for name in STEPS}, batch.scorer.version))
         self.stats.consumed += records
         self.stats.stored += stored
         self.stats.duplicates += records - dead - stored  # seen before, in this batch or earlier
         self.stats.dead_lettered += dead
         self.stats.batches += 1
         log.info("batch committed", extra={
-            "records": records, "stored": stored, "dead_lettered": dead, "model_version": columns.model_version,
+            "records": records, "stored": stored, "dead_lettered": dead, "model_version": batch.scorer.version,
             "first_message": columns.message_key[0] if len(columns) else None,
             "last_message": columns.message_key[-1] if len(columns) else None})
         _log_dead(batch.dead)
