@@ -13,7 +13,8 @@ what remains is the host's own work, which is what must keep up with a GPU:
 - host_pipeline, host_e2e: as above; sink_rows_per_s is rows stored per second of the worker's
   database step in host_e2e;
 - db_copy: a plain COPY of the same rows into a scratch copy of classified_messages (its indexes too),
-  the database's own limit on this machine;
+  the database's own limit on this machine; sink_alone: the sink on those rows with nothing else
+  running;
 - host_e2e_2proc: `finsentry worker --processes 2 --zero-cost-model`, from the messages' production to
   the last trend count in Postgres.
 """
@@ -28,13 +29,13 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
+import psycopg
 import torch
 from confluent_kafka import Consumer
 from sqlalchemy import Engine
@@ -48,9 +49,9 @@ from models.tokenizing import BatchTokenizer
 from schemas.messages import Accepted, RawMessage, SocialPost
 from workers import stages
 from workers.kafka_io import consumer_config, ensure_topics
-from workers.processes import child_env
+from workers.processes import child_env, ready
 from workers.replay import produce
-from workers.sink import COPY_TYPES, PostgresSink
+from workers.sink import COPY_TYPES, PostgresSink, write_batch
 from workers.worker import STEPS, BatchReport, Worker
 
 
@@ -145,6 +146,7 @@ def measure_db_copy(engine: Engine, batches: list[stages.Columns]) -> float:
     scratch = f"bench_copy_{uuid.uuid4().hex[:8]}"
     with engine.connect() as conn:
         raw = conn.connection.driver_connection
+        assert isinstance(raw, psycopg.Connection)
         raw.commit()
         try:
             with raw.cursor() as cur:
@@ -164,6 +166,14 @@ def measure_db_copy(engine: Engine, batches: list[stages.Columns]) -> float:
             raw.execute(f"DROP TABLE IF EXISTS {scratch}")
             raw.commit()
     return rows / seconds
+
+
+def measure_sink_alone(engine: Engine, batches: list[stages.Columns], window_seconds: int, series: str) -> float:
+    """rows/s of the worker's sink on the same rows with nothing else running (in the e2e run the
+    database step shares the machine's cores with the other two stages)."""
+    started = time.perf_counter()
+    stored = sum(write_batch(engine, [batch], window_seconds, series) for batch in batches)
+    return stored / (time.perf_counter() - started)
 
 
 class _Collector:
@@ -239,7 +249,7 @@ def measure_e2e_processes(settings: Settings, engine: Engine, bootstrap: str, da
                                "--zero-cost-model", "--group", f"bench-{processes}p-{run_id}"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait(lambda: all(_ready(port + i) for i in range(processes)), 180)
+        _wait(lambda: all(ready(port + i) for i in range(processes)), 180)
         started = time.perf_counter()
         produce(bootstrap, names["social_topic"], values, total=len(values), progress=False)
         _wait(lambda: _counted(engine, names["trend_series"]) >= len(values), 600, interval_s=0.02)
@@ -251,14 +261,6 @@ def measure_e2e_processes(settings: Settings, engine: Engine, bootstrap: str, da
         except subprocess.TimeoutExpired:
             parent.kill()
             parent.wait()
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def _counted(engine: Engine, series: str) -> int:
@@ -343,7 +345,9 @@ def run_bench(settings: Settings, classifier: Classifier, engine: Engine, bootst
     host_values = message_bytes(bench_texts(sizes.host_msgs, seed=3), f"h-{run_id}")
     host_pipeline, host_pipeline_steps, host_batches = measure_pipeline(zero, host_values, settings.micro_batch_size)
     db_copy = measure_db_copy(engine, host_batches)
-    host = measure_e2e(settings, zero, engine, bootstrap, host_values, 0.0, f"h{run_id}")
+    sink_alone = measure_sink_alone(engine, host_batches, settings.window_seconds, f"bench-sink-{run_id}")
+    host = measure_e2e(settings, zero, engine, bootstrap,
+                       message_bytes(bench_texts(sizes.host_msgs, seed=3), f"he-{run_id}"), 0.0, f"h{run_id}")
     two = measure_e2e_processes(settings, engine, bootstrap, database_url,
                                 message_bytes(bench_texts(sizes.host_msgs, seed=4), f"h2-{run_id}"), run_id) \
         if database_url else 0.0
@@ -369,6 +373,8 @@ def run_bench(settings: Settings, classifier: Classifier, engine: Engine, bootst
         "db_copy_rows_per_s": round(db_copy, 1),
         "sink_rows_per_s": round(host["sink_rows_per_s"], 1),
         "sink_over_db_copy": round(host["sink_rows_per_s"] / db_copy, 3),
+        "sink_alone_rows_per_s": round(sink_alone, 1),
+        "sink_alone_over_db_copy": round(sink_alone / db_copy, 3),
         "limit_batch_size": best_batch,
         "forward_batch_size": classifier.forward_batch_size,
         "micro_batch_size": settings.micro_batch_size,
@@ -391,7 +397,8 @@ def print_table(result: dict[str, Any]) -> None:
             ("host pipeline (zero-cost model)", "host_pipeline_msgs_per_s"),
             ("host end to end (zero-cost model)", "host_e2e_msgs_per_s"),
             ("host end to end, 2 processes", "host_e2e_2proc_msgs_per_s"),
-            ("plain COPY, rows/s (db limit)", "db_copy_rows_per_s"), ("worker sink, rows/s", "sink_rows_per_s")]
+            ("plain COPY, rows/s (db limit)", "db_copy_rows_per_s"), ("worker sink in e2e, rows/s", "sink_rows_per_s"),
+            ("worker sink alone, rows/s", "sink_alone_rows_per_s")]
     print(f"\nfinsentry bench on {result['device']} (model {result['model_version']})")
     print(f"{'path':34} {'msgs/s':>10}")
     for label, key in rows:

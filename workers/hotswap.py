@@ -89,7 +89,7 @@ class ModelWatcher(threading.Thread):
         started = time.perf_counter()
         try:
             scorer = self.load(target)
-            scorer.score(["warm-up"])  # first-call costs (allocation, quantisation kernels) happen here
+            scorer.score_encoded(scorer.encode(["warm-up"]))  # first-call costs (allocation, quantisation kernels) happen here
         except (ArtifactError, OSError, RuntimeError, ValueError) as err:
             log.error("could not load champion %s from %s, keeping the serving model: %s", version, target, err)
             return

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,15 @@ def child_env(bootstrap: str, database_url: str, metrics_port: int, index: int) 
     port = metrics_port + index if metrics_port > 0 else metrics_port  # 0: a free port each; -1: off
     return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "DATABASE_URL": database_url,
             "FINSENTRY_METRICS_PORT": str(port)}
+
+
+def ready(port: int) -> bool:
+    """Whether the worker whose metrics listen on `port` answers /readyz (model loaded, partitions held)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 def _die_with_parent() -> None:

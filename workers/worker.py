@@ -310,7 +310,10 @@ class Worker:
         if not offsets:
             return
         try:
-            consumer.commit(offsets=offsets, asynchronous=asynchronous)
+            if asynchronous:
+                consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as err:
             # The partitions moved to another worker meanwhile: it replays them, idempotently.
             log.warning("offset commit failed, the last batches will be replayed: %s", err)

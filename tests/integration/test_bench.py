@@ -16,7 +16,7 @@ def test_bench_runs_every_path_and_reports_all_figures(broker, engine, database_
                                         host_msgs=300))
     for key in ("limit_msgs_per_s", "pipeline_msgs_per_s", "e2e_msgs_per_s", "e2e_p50_latency_ms",
                 "e2e_p99_latency_ms", "naive_msgs_per_s", "host_pipeline_msgs_per_s", "host_e2e_msgs_per_s",
-                "host_e2e_2proc_msgs_per_s", "db_copy_rows_per_s", "sink_rows_per_s"):
+                "host_e2e_2proc_msgs_per_s", "db_copy_rows_per_s", "sink_rows_per_s", "sink_alone_rows_per_s"):
         assert result[key] > 0, key
     for path in ("e2e", "host_e2e"):
         assert set(result[f"{path}_step_seconds"]) == {"decode", "tokenise", "inference", "columns", "dead_letters",

@@ -9,22 +9,14 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 
 from tests.integration.helpers import posts, scalar, send, setup_topics, wait_for
 from finsentry.embedded import free_ports
+from workers.processes import ready
 
 pytestmark = pytest.mark.integration
-
-
-def ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def test_two_worker_processes_share_the_group_and_stop_together(broker, database_url, engine, settings, unique,
