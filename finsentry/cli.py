@@ -45,6 +45,39 @@ def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from finsentry.db import migrate
+    from finsentry.embedded import start_stack
+
+    stack, started = start_stack(settings.data_dir)
+    migrate(stack.database_url)
+    print(json.dumps({"started": started, "bootstrap": stack.bootstrap, "database_url": stack.database_url,
+                      "data_dir": str(settings.data_dir)}))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from finsentry.embedded import broker_answers, postgres_answers, read_stack
+
+    stack = read_stack(settings.data_dir)
+    if stack is None:
+        print(json.dumps({"running": False, "data_dir": str(settings.data_dir)}))
+        return 1
+    broker_up, postgres_up = broker_answers(stack.bootstrap), postgres_answers(stack.database_url)
+    print(json.dumps({"running": broker_up and postgres_up, "bootstrap": stack.bootstrap, "broker_up": broker_up,
+                      "broker_storage": stack.broker_storage, "database_url": stack.database_url,
+                      "postgres_up": postgres_up, "started_at": stack.started_at, "data_dir": str(settings.data_dir)}))
+    return 0 if broker_up and postgres_up else 1
+
+
+def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
+    from finsentry.embedded import stop_stack
+
+    stopped = stop_stack(settings.data_dir)
+    print("local stack stopped" if stopped else "no local stack was running")
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from finsentry.db import migrate
     from finsentry.embedded import services
@@ -419,6 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("demo", help="run the whole path on embedded defaults with real texts").set_defaults(func=cmd_demo)
+    sub.add_parser("up", help="start the local stack (broker and Postgres) in the background for every command"
+                   ).set_defaults(func=cmd_up)
+    sub.add_parser("status", help="the local stack's addresses and whether they answer").set_defaults(func=cmd_status)
+    sub.add_parser("down", help="stop the local stack").set_defaults(func=cmd_down)
 
     p = sub.add_parser("worker", help="consume, classify, store trends, raise alerts")
     p.add_argument("--group", help="consumer group id (default from settings)")

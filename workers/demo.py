@@ -96,13 +96,15 @@ def run_demo(settings: Settings, classifier: Classifier, timeout_s: float = 420.
     with services(settings) as (bootstrap, database_url):
         migrate(database_url)
         engine = make_engine(database_url)
-        ensure_topics(bootstrap, [*settings.input_topics, settings.dead_letter_topic], settings.topic_partitions)
         print(f"model {classifier.version} on {classifier.device} ({classifier.precision})")
         with WebhookReceiver(settings.webhook_secret_list) as receiver:
             plan = plan_stream(classifier, datetime.now(timezone.utc))
             demo_settings = settings.model_copy(update={
                 "webhook_urls": receiver.url, "consumer_group": f"finsentry-demo-{plan.run_id}",
                 "trend_series": plan.series,
+                # Topics of its own: a worker already running on the shared local stack never sees the demo.
+                "news_topic": f"finsentry-demo-{plan.run_id}.news", "social_topic": f"finsentry-demo-{plan.run_id}.social",
+                "dead_letter_topic": f"finsentry-demo-{plan.run_id}.dead-letter",
                 # The demo's stream is thin (about 5 messages a minute in the burst topic before the
                 # burst), so the detector reads smaller windows and warms up sooner than in production.
                 "spike_min_volume": 4, "spike_warmup_windows": 5, "spike_dimensions": ["topic"],
@@ -114,9 +116,11 @@ def run_demo(settings: Settings, classifier: Classifier, timeout_s: float = 420.
             worker = Worker(demo_settings, classifier, engine, bootstrap, stop=stop)
             threads = [threading.Thread(target=worker.run, name="worker", daemon=True),
                        AlertLoop(demo_settings, engine, stop)]
+            ensure_topics(bootstrap, [*demo_settings.input_topics, demo_settings.dead_letter_topic],
+                          settings.topic_partitions)
             for thread in threads:
                 thread.start()
-            for kind, topic in (("news", settings.news_topic), ("social", settings.social_topic)):
+            for kind, topic in (("news", demo_settings.news_topic), ("social", demo_settings.social_topic)):
                 values = [json.dumps(m).encode() for k, m in plan.messages if k == kind]
                 produce(bootstrap, topic, values, total=len(values))
             prefix = [f"demo-newswire:{plan.run_id}-%", f"demo-social:{plan.run_id}-%"]
