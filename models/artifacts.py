@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from transformers import BertConfig
 
 from models.network import TwoHeadClassifier
+from schemas.errors import FinsentryError
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
 WEIGHTS = "model.safetensors"
@@ -26,8 +27,10 @@ CHECKSUMS = "SHA256SUMS"
 CARD = "MODEL_CARD.md"
 
 
-class ArtifactError(RuntimeError):
+class ArtifactError(FinsentryError):
     """A model folder is missing a file or a file does not match its recorded checksum."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True)

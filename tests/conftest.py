@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, make_url, text
 
-from finsentry.db import make_engine, migrate, sqlalchemy_url
-from finsentry.embedded import EmbeddedBroker
-from finsentry.settings import DEFAULT_MODEL_DIR, Settings
+from config.settings import DEFAULT_MODEL_DIR, Settings
 from models.classifier import Classifier
+from workers.services.db import make_engine, migrate, sqlalchemy_url
+from workers.services.embedded import EmbeddedBroker
 
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -15,14 +15,14 @@ from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine, text
 from standardwebhooks import Webhook
 
-from finsentry.settings import Settings
+from config.settings import Settings
 from schemas.tables import trend_windows
-from workers.detector import run_detection
-from workers.kafka_io import ensure_topics
-from workers.replay import produce
-from workers.routing import build_routes
-from workers.spikes import SpikeParams
-from workers.worker import Worker
+from workers.alerting.detector import run_detection
+from workers.alerting.routing import build_routes
+from workers.alerting.spikes import SpikeParams
+from workers.ingest.kafka_io import ensure_topics
+from workers.ingest.worker import Worker
+from workers.tools.replay import produce
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=timezone.utc)

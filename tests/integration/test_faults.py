@@ -17,9 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, make_url, text
 
-from finsentry.db import make_engine, migrate
-from finsentry.embedded import EmbeddedBroker, embedded_postgres
-from finsentry.settings import DEFAULT_MODEL_DIR
+from config.settings import DEFAULT_MODEL_DIR
 from models.classifier import Classifier
 from models.dataset import SENTIMENT_DIR, read_labelled_csv
 from schemas.tables import trend_windows
@@ -37,12 +35,14 @@ from tests.integration.helpers import (
     setup_topics,
     wait_for,
 )
-from workers import stages
-from workers.delivery import deliver_due
-from workers.detector import run_detection
-from workers.kafka_io import ensure_topics
-from workers.spikes import SpikeParams
-from workers.targets import TargetPolicy
+from workers.alerting.delivery import deliver_due
+from workers.alerting.detector import run_detection
+from workers.alerting.spikes import SpikeParams
+from workers.alerting.targets import TargetPolicy
+from workers.ingest.kafka_io import ensure_topics
+from workers.pipeline import stages
+from workers.services.db import make_engine, migrate
+from workers.services.embedded import EmbeddedBroker, embedded_postgres
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -208,7 +208,7 @@ def test_a_database_outage_pauses_the_worker_and_loses_nothing(broker, classifie
 
 def test_a_cut_broker_connection_resumes_without_loss_or_double_counts(engine, classifier, settings, unique,
                                                                       tmp_path):  # type: ignore[no-untyped-def]
-    from finsentry.embedded import free_port
+    from workers.services.embedded import free_port
 
     broker_port = free_port()
     proxy = TcpProxy(broker_port)  # clients learn the proxy's address from the broker's metadata

@@ -69,3 +69,11 @@ def test_grafana_reads_postgres_as_the_analyst_role_and_loads_the_dashboard() ->
     dashboard = json.loads((ROOT / "deploy/grafana/dashboards/finsentry.json").read_text())
     assert dashboard["uid"] == "finsentry-trends" and len(dashboard["panels"]) >= 4
     assert all(p["datasource"]["uid"] == pg["uid"] for p in dashboard["panels"])
+
+
+def test_the_image_copies_every_package_the_project_installs() -> None:
+    import tomllib
+
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    copied = {line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("COPY ")}
+    assert {p.split(".")[0] for p in packages} <= copied

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from finsentry.settings import Settings, reference_markdown
+from config.settings import Settings, reference_markdown
 
 
 def test_readme_configuration_reference_is_the_generated_one() -> None:

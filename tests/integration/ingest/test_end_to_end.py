@@ -1,0 +1,68 @@
+"""The whole path: messages in the broker -> worker -> trends -> detector -> a signed webhook received once."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tests.integration.helpers import (
+    SECRET,
+    Receiver,
+    RunningWorker,
+    scalar,
+    send,
+    setup_topics,
+    wait_for,
+)
+from workers.ingest.worker import AlertLoop
+
+pytestmark = pytest.mark.integration
+
+CALM = ["Company to report third quarter results on November 5", "Board declares regular quarterly dividend",
+        "Company to present at the Goldman Sachs investor conference", "Firm names new chief financial officer"]
+GRIM = ["Shares crash as the company warns it may file for bankruptcy",
+        "Stock plunges after regulators open a massive fraud probe",
+        "Company slashes guidance, shares tumble to a ten-year low"]
+
+
+def test_a_negative_burst_reaches_the_receiver_once(broker, engine, classifier, settings, unique):  # type: ignore[no-untyped-def]
+    receiver = Receiver(statuses=[])
+    source = f"e2e-{unique}"
+    s = settings.model_copy(update={
+        "webhook_urls": receiver.url, "webhook_secrets": settings.webhook_secrets.__class__(SECRET),
+        "spike_dimensions": ["source"], "spike_min_volume": 4, "spike_warmup_windows": 3,
+        "allowed_lateness_s": 60, "detect_interval_s": 0.2, "webhook_allow_http": True, "webhook_allow_private": True,
+    })
+    start = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(minutes=20)
+    messages = []
+    for minute in range(18):
+        burst = minute in (12, 13)
+        texts = GRIM * 4 if burst else CALM + CALM[:2]
+        for i, text in enumerate(texts):
+            at = start + timedelta(minutes=minute, seconds=i)
+            messages.append({"id": f"{minute}-{i}", "source": source, "text": text, "published_at": at.isoformat()})
+    setup_topics(broker.bootstrap, s)
+    send(broker.bootstrap, s.social_topic, messages)
+
+    stop = threading.Event()
+    alert_loop = AlertLoop(s, engine, stop)
+    with RunningWorker(s, classifier, engine, broker.bootstrap) as running:
+        alert_loop.start()
+        wait_for(lambda: running.worker.stats.consumed == len(messages), what="every message consumed")
+        wait_for(lambda: len(receiver.received) >= 1, timeout_s=30, what="the alert webhook")
+        stop.set()
+        alert_loop.join(10)
+
+    assert scalar(engine, "SELECT sum(n_messages) FROM trend_windows WHERE series = :s AND dimension = 'source'",
+                  s=s.trend_series) == len(messages)
+    opened = [p for _, p in receiver.received if p["type"] == "alert.opened"]
+    assert len(opened) == 1 and len({wid for wid, _ in receiver.received}) == len(receiver.received)
+    alert = opened[0]
+    assert alert["key"] == source and alert["dimension"] == "source"
+    burst = {(start + timedelta(minutes=m)).isoformat() for m in (12, 13)}
+    assert alert["window_start"] in burst  # within two windows of the burst's start
+    assert alert["observed_negative_share"] > 0.8
+    assert any(t["text"] in GRIM for t in alert["top_negative"])
+    receiver.server.shutdown()

@@ -1,0 +1,82 @@
+"""The lifecycle's pure rules: the promotion gate, corrections' import and split, drift's divergence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models.dataset import Example, topic_names
+from models.training import merge_corrections
+from workers.lifecycle.drift import js_divergence
+from workers.lifecycle.registry import gate
+from workers.lifecycle.retrain import LabelError, read_corrections, split_corrections
+
+
+def report(macro_f1: float, **recalls: float) -> dict[str, Any]:
+    return {"macro_f1": macro_f1, "per_class": {name: {"recall": r} for name, r in recalls.items()}}
+
+
+CHAMPION = {"sentiment": report(0.80, negative=0.80, neutral=0.90, positive=0.85)}
+
+
+def test_gate_promotes_a_challenger_no_worse_anywhere() -> None:
+    same = gate(CHAMPION, CHAMPION)
+    assert same.promote  # "not lower" admits a tie
+    better = gate({"sentiment": report(0.82, negative=0.785, neutral=0.95, positive=0.86)}, CHAMPION)
+    assert better.promote, better.reason  # negative fell 1.5 points: within the 2 allowed
+
+
+def test_gate_rejects_a_lower_macro_f1_or_a_class_that_falls_more_than_two_points() -> None:
+    lower = gate({"sentiment": report(0.799, negative=0.9, neutral=0.9, positive=0.9)}, CHAMPION)
+    assert not lower.promote and "macro-F1 fell from 0.8000 to 0.7990" in lower.reason
+    dropped = gate({"sentiment": report(0.85, negative=0.775, neutral=0.95, positive=0.95)}, CHAMPION)
+    assert not dropped.promote
+    assert dropped.reason == "sentiment recall of 'negative' fell by 2.5 points (0.8000 to 0.7750)"
+
+
+def test_corrections_are_read_by_label_name_and_a_bad_file_imports_nothing(tmp_path: Path) -> None:
+    good = tmp_path / "good.csv"
+    topic = topic_names()[0]
+    good.write_text(f"task,text,label\nsentiment,$XYZ guidance cut again,negative\ntopic,Fed minutes,{topic}\n")
+    assert [(c.task, c.label) for c in read_corrections(good)] == [("sentiment", "negative"), ("topic", topic)]
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("task,text,label\nsentiment,fine,positive\nsentiment,x,bearish\nmood,y,negative\ntopic,,Macro\n")
+    with pytest.raises(LabelError) as err:
+        read_corrections(bad)
+    message = str(err.value)
+    assert "3 bad row(s), nothing imported" in message
+    assert "line 3: 'bearish' is not a sentiment label" in message and "line 4: task 'mood'" in message
+    assert "line 5: empty text" in message
+
+    missing = tmp_path / "missing.csv"
+    missing.write_text("text,label\nx,negative\n")
+    with pytest.raises(LabelError, match=r"lacks the column\(s\) \['task'\]"):
+        read_corrections(missing)
+
+
+def test_a_correction_overrides_the_training_label_of_the_same_text() -> None:
+    data = [Example("rates up", "sentiment", 0), Example("rates up", "topic", 3), Example("other", "sentiment", 1)]
+    merged = merge_corrections(data, [Example("rates up", "sentiment", 2), Example("new text", "sentiment", 0)])
+    assert sorted((e.text, e.task, e.label) for e in merged) == [
+        ("new text", "sentiment", 0), ("other", "sentiment", 1), ("rates up", "sentiment", 2), ("rates up", "topic", 3)]
+
+
+def test_corrections_hold_back_a_stable_fifth_once_there_are_enough() -> None:
+    few = [Example(f"text {i}", "sentiment", i % 3) for i in range(9)]
+    assert split_corrections(few) == (few, [])
+    many = [Example(f"text {i}", "sentiment", i % 3) for i in range(500)]
+    train, held = split_corrections(many)
+    assert len(train) + len(held) == 500 and not set(train) & set(held)
+    assert 70 <= len(held) <= 130  # about a fifth
+    assert split_corrections(list(reversed(many)))[1] == list(reversed(held))  # by text, not by position
+
+
+def test_js_divergence_is_zero_for_equal_shares_one_for_disjoint_and_symmetric() -> None:
+    assert js_divergence({"a": 10, "b": 30}, {"a": 1, "b": 3}) == pytest.approx(0.0)
+    assert js_divergence({"a": 5}, {"b": 7}) == pytest.approx(1.0)
+    p, q = {"a": 8, "b": 2}, {"a": 3, "b": 7}
+    assert js_divergence(p, q) == pytest.approx(js_divergence(q, p))
+    assert 0.1 < js_divergence(p, q) < 0.3

@@ -1,0 +1,142 @@
+import json
+from datetime import datetime, timedelta, timezone
+
+from schemas.messages import RawMessage
+from workers.pipeline.stages import aggregate_columns, classify, decode, window_start
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
+
+
+def raw(value: object, kind: str = "social", offset: int = 0) -> RawMessage:
+    data = value if isinstance(value, bytes) or value is None else json.dumps(value).encode()
+    return RawMessage(kind, data, f"{kind}-topic", 0, offset)  # type: ignore[arg-type]
+
+
+def post(i: int, text: str = "$AAPL shares slump after weak guidance", **extra: object) -> dict[str, object]:
+    return {"id": str(i), "source": "x", "published_at": "2026-11-22T11:58:30+00:00", "text": text, **extra}
+
+
+def test_valid_posts_and_articles_are_accepted() -> None:
+    article = {"id": "a1", "source": "wire", "published_at": "2026-11-22T11:00:00Z", "title": "Fed holds rates"}
+    accepted, dead = decode([raw(post(1)), raw(article, kind="news")], NOW)
+    assert dead == []
+    assert [a.key for a in accepted] == ["x:1", "wire:a1"]
+    assert accepted[1].message.text == "Fed holds rates"
+
+
+def test_bad_records_become_dead_letters_with_reasons() -> None:
+    records = [
+        raw(b"{not json"),
+        raw(b"\xff\xfe\x00"),
+        raw(None),
+        raw({"id": "1", "source": "x", "published_at": "2026-11-22T11:00:00Z"}),  # no text
+        raw(post(2, published_at="2026-11-22T11:00:00")),  # naive timestamp
+        raw(post(3, text=123)),  # wrong type (strict: no coercion)
+        raw(post(4, extra_field=1)),  # unknown field
+        raw(post(5, published_at=(NOW + timedelta(days=2)).isoformat())),  # future
+        raw(post(6, text="x" * 20_001)),  # too long
+    ]
+    accepted, dead = decode(records, NOW)
+    assert accepted == []
+    assert len(dead) == len(records)
+    reasons = [d.reason for d in dead]
+    assert "empty record" in reasons[2]
+    assert "text" in reasons[3]
+    assert "timezone" in reasons[4]
+    assert "future" in reasons[7]
+    assert all(d.raw is r for d, r in zip(dead, records))
+
+
+def test_duplicate_keys_in_one_batch_are_kept_once() -> None:
+    accepted, dead = decode([raw(post(1), offset=0), raw(post(1), offset=1)], NOW)
+    assert len(accepted) == 1 and dead == []
+
+
+def test_window_start_floors_to_the_window() -> None:
+    ts = datetime(2026, 11, 22, 11, 58, 30, tzinfo=timezone.utc)
+    assert window_start(ts, 60) == datetime(2026, 11, 22, 11, 58, tzinfo=timezone.utc)
+    assert window_start(ts, 3600) == datetime(2026, 11, 22, 11, 0, tzinfo=timezone.utc)
+
+
+def test_classify_and_aggregate_count_each_dimension(classifier) -> None:  # type: ignore[no-untyped-def]
+    accepted, _ = decode([raw(post(1)), raw(post(2, text="$MSFT and $AAPL rally on record earnings"))], NOW)
+    columns, dead = classify(accepted, classifier)
+    assert dead == [] and columns.message_key == ["x:1", "x:2"]
+    assert columns.tickers == [["AAPL"], ["MSFT", "AAPL"]]
+    assert columns.model_version == classifier.version and set(columns.topic) <= set(classifier.topics)
+    # The columns agree with the per-message prediction the CLI gives.
+    for i, prediction in enumerate(classifier.predict([a.message.text for a in accepted])):
+        assert (columns.topic[i], columns.sentiment[i]) == (prediction.topic, prediction.sentiment)
+        assert abs(columns.sentiment_score[i] - prediction.sentiment_score) < 1e-5
+        assert abs(columns.probs[i].sum() - 1.0) < 1e-4
+    deltas = aggregate_columns(columns, 60)
+    minute = datetime(2026, 11, 22, 11, 58, tzinfo=timezone.utc)
+    assert deltas[("source", "x", minute)].n_messages == 2
+    assert deltas[("ticker", "AAPL", minute)].n_messages == 2
+    assert deltas[("ticker", "MSFT", minute)].n_messages == 1
+    assert sum(d.n_messages for (dim, _, _), d in deltas.items() if dim == "topic") == 2
+    for d in deltas.values():
+        assert d.n_negative + d.n_neutral + d.n_positive == d.n_messages
+
+
+class FailsOn:
+    """Fault injection around the real classifier: fails any batch holding a poison text."""
+
+    def __init__(self, classifier, poison: str, error: Exception) -> None:  # type: ignore[no-untyped-def]
+        self.classifier, self.poison, self.error = classifier, poison, error
+        self.version = classifier.version
+        self.calls = 0
+
+    def encode(self, texts):  # type: ignore[no-untyped-def]
+        return self.classifier.encode(texts)
+
+    def score_encoded(self, encoded):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if self.poison in encoded.texts:
+            raise self.error
+        return self.classifier.score_encoded(encoded)
+
+
+def test_a_model_failure_splits_the_batch_and_dead_letters_only_the_poison(classifier) -> None:  # type: ignore[no-untyped-def]
+    records = [raw(post(i, text=f"Shares of company {i} rise on strong demand")) for i in range(8)]
+    records[5] = raw(post(5, text="POISON"))
+    accepted, _ = decode(records, NOW)
+    scorer = FailsOn(classifier, "POISON", RuntimeError("CUDA out of memory"))
+    columns, dead = classify(accepted, scorer)
+    assert columns.message_key == [f"x:{i}" for i in range(8) if i != 5]
+    assert len(columns.topic) == len(columns.sentiment_score) == 7
+    assert len(dead) == 1 and dead[0].raw is records[5] and "out of memory" in dead[0].reason
+    assert scorer.calls <= 2 * 3 + 1  # halving: about log2(8) failing levels, not one call per message
+
+
+def test_non_finite_scores_count_as_a_model_failure(classifier) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    class NaNOn(FailsOn):
+        def score_encoded(self, encoded):  # type: ignore[no-untyped-def]
+            scores = self.classifier.score_encoded(encoded)
+            if self.poison in encoded.texts:
+                scores.sentiment_probs[encoded.texts.index(self.poison)] = np.nan
+            return scores
+
+    accepted, _ = decode([raw(post(1)), raw(post(2, text="NAN"))], NOW)
+    columns, dead = classify(accepted, NaNOn(classifier, "NAN", RuntimeError()))
+    assert columns.message_key == ["x:1"] and dead[0].stage == "classify"
+
+
+def test_the_zero_cost_model_tokenises_like_the_real_one(classifier) -> None:  # type: ignore[no-untyped-def]
+    from config.settings import DEFAULT_MODEL_DIR
+    from models.classifier import ZeroCostClassifier
+
+    zero = ZeroCostClassifier(DEFAULT_MODEL_DIR)
+    texts = ["$AAPL shares slump after weak guidance", "Fed holds rates", "a" * 5000]
+    assert zero.encode(texts).ids == classifier.encode(texts).ids
+    scores = zero.score(texts)
+    assert scores.model_version == "zero-cost" and scores.topics == tuple(classifier.topics)
+    assert np_allclose(scores.sentiment_probs.sum(axis=1), 1.0)
+
+
+def np_allclose(values, target) -> bool:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    return bool(np.allclose(values, target, atol=1e-5))

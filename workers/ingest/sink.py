@@ -1,0 +1,152 @@
+"""The Postgres sink: one transaction per batch stores classified messages and adds to trend windows.
+
+How a batch is written (one transaction):
+1. `COPY` its columns into a session-local staging table (psycopg 3's copy protocol);
+2. one statement inserts the staged rows into `classified_messages` with `ON CONFLICT DO NOTHING`,
+   builds the trend deltas from the rows that statement actually inserted (topic, source and each
+   ticker per window), and adds them to `trend_windows`.
+
+Idempotency: classified_messages' primary key is the message key; only rows this transaction inserted
+contribute to the deltas, so a replayed message changes no count, and several workers adding to the
+same window add up. Rows and windows are written in key order, so concurrent workers take their locks
+in the same order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from schemas.errors import RetryableError
+from workers.pipeline.stages import COLUMNS, Columns
+
+STAGING = "finsentry_staging"
+_COLS = ", ".join(COLUMNS)
+# Binary COPY (about twice the rows/s of text COPY here): the Postgres type of each of COLUMNS.
+COPY_TYPES = ("text", "text", "text", "text", "timestamptz", "text", "text", "text", "text", "text", "float8", "text",
+              "float8", "float8", "float8", "float8", "text[]", "text", "text", "int4", "int8")
+COPY_STAGING = f"COPY {STAGING} ({_COLS}) FROM STDIN (FORMAT BINARY)"
+
+_CREATE_STAGING = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {STAGING} ON COMMIT DELETE ROWS AS "
+    f"SELECT {_COLS} FROM classified_messages WITH NO DATA"
+)
+
+# Trend deltas from the CTE `fresh` (the rows this statement inserted), added to trend_windows.
+_ADD_TRENDS = """
+keys AS (
+    SELECT 'topic' AS dimension, topic AS key, window_start, sentiment, sentiment_score FROM fresh
+    UNION ALL SELECT 'source', source, window_start, sentiment, sentiment_score FROM fresh
+    UNION ALL SELECT 'ticker', t.ticker, window_start, sentiment, sentiment_score
+              FROM fresh, unnest(tickers) AS t(ticker)
+),
+added AS (
+    INSERT INTO trend_windows AS tw (series, dimension, key, window_start, window_seconds, n_messages,
+                                     n_negative, n_neutral, n_positive, sum_score)
+    SELECT %(series)s, dimension, key, window_start, %(window_seconds)s, count(*),
+           count(*) FILTER (WHERE sentiment = 'negative'), count(*) FILTER (WHERE sentiment = 'neutral'),
+           count(*) FILTER (WHERE sentiment = 'positive'), sum(sentiment_score)
+    FROM keys GROUP BY dimension, key, window_start ORDER BY dimension, key, window_start
+    ON CONFLICT (series, dimension, key, window_start) DO UPDATE SET
+        n_messages = tw.n_messages + excluded.n_messages, n_negative = tw.n_negative + excluded.n_negative,
+        n_neutral = tw.n_neutral + excluded.n_neutral, n_positive = tw.n_positive + excluded.n_positive,
+        sum_score = tw.sum_score + excluded.sum_score, updated_at = now()
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM fresh), (SELECT count(*) FROM added)
+"""
+
+_WINDOW = "date_bin(make_interval(secs => %(window_seconds)s), published_at, timestamptz 'epoch')"
+
+# A key repeated within the batch is inserted once (the second conflicts with the first).
+_STORE_MESSAGES = f"""
+WITH fresh AS (
+    INSERT INTO classified_messages ({_COLS}, window_start)
+    SELECT {_COLS}, {_WINDOW} FROM {STAGING} ORDER BY message_key
+    ON CONFLICT DO NOTHING
+    RETURNING topic, source, tickers, window_start, sentiment, sentiment_score
+),
+{_ADD_TRENDS}"""
+
+# A backfill records only which keys its series has counted; the live messages stay as they are.
+_COUNT_ONLY = f"""
+WITH src AS (SELECT DISTINCT ON (message_key) * FROM {STAGING} ORDER BY message_key),
+seen AS (
+    INSERT INTO backfill_seen (series, message_key) SELECT %(series)s, message_key FROM src
+    ON CONFLICT DO NOTHING RETURNING message_key
+),
+fresh AS (
+    SELECT topic, source, tickers, {_WINDOW} AS window_start, sentiment, sentiment_score
+    FROM src JOIN seen USING (message_key)
+),
+{_ADD_TRENDS}"""
+
+
+class PostgresSink:
+    """add() batches, then flush() them in one transaction; returns how many messages were new.
+
+    A failing database raises RetryableError and keeps the rows, so the caller can flush again."""
+
+    def __init__(self, engine: Engine, window_seconds: int, series: str = "live"):
+        self.engine = engine
+        self.window_seconds = window_seconds
+        self.series = series
+        self._batches: list[Columns] = []
+
+    def add(self, columns: Columns) -> None:
+        if len(columns):
+            self._batches.append(columns)
+
+    def flush(self) -> int:
+        if not self._batches:
+            return 0
+        try:
+            inserted = write_batch(self.engine, self._batches, self.window_seconds, self.series)
+        except (DBAPIError, psycopg.Error) as err:
+            if not _retryable(err):
+                raise
+            raise RetryableError(f"database write failed: {err.__class__.__name__}: {err}") from err
+        self._batches = []
+        return inserted
+
+
+def _retryable(err: DBAPIError | psycopg.Error) -> bool:
+    """Connection-level errors (the server is unreachable, shutting down or starting up, often with no
+    SQLSTATE) are always retried; other errors only when transient. The COPY runs on the driver's own
+    connection, so psycopg's errors arrive unwrapped."""
+    if isinstance(err, DBAPIError):
+        if isinstance(err, OperationalError) or err.connection_invalidated:
+            return True
+        err_orig: Any = err.orig
+    else:
+        if isinstance(err, psycopg.OperationalError):
+            return True
+        err_orig = err
+    # serialization failure, deadlock, connection errors, admin shutdown, cannot connect now
+    code = getattr(err_orig, "sqlstate", None) or ""
+    return code in {"40001", "40P01", "57P01", "57P02", "57P03"} or code.startswith("08")
+
+
+def write_batch(
+    engine: Engine, batches: list[Columns], window_seconds: int, series: str = "live", store_messages: bool = True,
+) -> int:
+    """Store new messages and add their trend deltas in one transaction; return how many were new.
+    With store_messages=False (a backfill) only the series' seen keys and its trends are written."""
+    params: dict[str, Any] = {"series": series, "window_seconds": window_seconds}
+    with engine.begin() as conn:
+        raw = conn.connection.driver_connection
+        assert isinstance(raw, psycopg.Connection)
+        with raw.cursor() as cur:
+            cur.execute(_CREATE_STAGING)
+            with cur.copy(COPY_STAGING) as copy:
+                copy.set_types(COPY_TYPES)
+                for columns in batches:
+                    for record in columns.records():
+                        copy.write_row(record)
+            cur.execute(_STORE_MESSAGES if store_messages else _COUNT_ONLY, params)
+            row = cur.fetchone()
+            assert row is not None
+    return int(row[0])

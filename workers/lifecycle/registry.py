@@ -1,0 +1,148 @@
+"""The model registry (`model_versions`): which model serves, promotion, rollback and the gate.
+
+Exactly one row has status "champion" at a time; with none, the shipped default serves. Promotion and
+rollback change the champion in one transaction and `NOTIFY finsentry_model` in it, so running workers
+learn of the change when, and only when, it has committed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select, text
+
+from models.artifacts import ArtifactError, verify_artifact, version_of
+from schemas.errors import FinsentryError
+from schemas.tables import model_versions
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "finsentry_model"
+MAX_RECALL_DROP = 0.02
+
+
+class RegistryError(FinsentryError):
+    """A registry operation that cannot be carried out (unknown version, nothing to roll back to)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class GateResult:
+    promote: bool
+    reason: str
+
+
+def gate(challenger: dict[str, Any], champion: dict[str, Any], max_recall_drop: float = MAX_RECALL_DROP) -> GateResult:
+    """Promote only if no head's macro-F1 is lower and no class's recall drops by more than the limit.
+
+    Both arguments are per-task reports ({"topic": {"macro_f1", "per_class": {name: {"recall"}}}, ...})
+    measured on the same evaluation set.
+    """
+    failures: list[str] = []
+    summary: list[str] = []
+    for task in sorted(champion):
+        new, old = challenger[task], champion[task]
+        summary.append(f"{task} macro-F1 {new['macro_f1']:.4f} vs {old['macro_f1']:.4f}")
+        if new["macro_f1"] < old["macro_f1"]:
+            failures.append(f"{task} macro-F1 fell from {old['macro_f1']:.4f} to {new['macro_f1']:.4f}")
+        for name, old_class in old["per_class"].items():
+            drop = old_class["recall"] - new["per_class"][name]["recall"]
+            if drop > max_recall_drop + 1e-9:
+                failures.append(f"{task} recall of {name!r} fell by {drop * 100:.1f} points "
+                                f"({old_class['recall']:.4f} to {new['per_class'][name]['recall']:.4f})")
+    if failures:
+        return GateResult(False, "; ".join(failures))
+    return GateResult(True, "; ".join(summary) + f"; no class recall fell by more than {max_recall_drop * 100:g} points")
+
+
+def champion_row(conn: Connection) -> Any:
+    return conn.execute(select(model_versions).where(model_versions.c.status == "champion")).mappings().first()
+
+
+def champion_version(engine: Engine) -> str | None:
+    """The registered champion's version, from the table alone (no file is read)."""
+    with engine.connect() as conn:
+        return conn.execute(select(model_versions.c.version).where(model_versions.c.status == "champion")).scalar()
+
+
+def serving(engine: Engine, default_dir: Path) -> tuple[Path, str]:
+    """(folder, version) that should serve: the registered champion if it verifies, else the shipped default."""
+    with engine.connect() as conn:
+        row = champion_row(conn)
+    if row:
+        try:
+            return Path(row["path"]), verify_artifact(Path(row["path"]))
+        except ArtifactError as err:
+            log.error("champion %s fails verification, serving the default: %s", row["version"], err)
+    return default_dir, version_of(default_dir)
+
+
+def list_versions(engine: Engine) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(model_versions).order_by(model_versions.c.created_at)).mappings().all()
+    return [dict(row) for row in rows]
+
+
+def register(conn: Connection, **values: Any) -> None:
+    """Insert a version row (status champion goes through `_make_champion` to keep one champion)."""
+    status = values.pop("status")
+    conn.execute(model_versions.insert().values(status="challenger", **values))
+    if status == "champion":
+        _make_champion(conn, values["version"])
+    else:
+        conn.execute(model_versions.update().where(model_versions.c.version == values["version"])
+                     .values(status=status))
+
+
+def promote(engine: Engine, version: str, reason: str = "promoted by hand") -> None:
+    """Make a registered, verified version the champion (by hand: the gate is not applied)."""
+    with engine.begin() as conn:
+        row = conn.execute(select(model_versions).where(model_versions.c.version == version)).mappings().first()
+        if row is None:
+            raise RegistryError(f"no registered model version {version!r} (see `finsentry model list`)")
+        if row["status"] == "champion":
+            raise RegistryError(f"{version} is already the champion")
+        verify_artifact(Path(row["path"]))
+        _make_champion(conn, version, reason)
+
+
+def rollback(engine: Engine) -> str:
+    """Set the champion aside ("rolled_back") and bring back the one promoted before it, else the default."""
+    with engine.begin() as conn:
+        current = champion_row(conn)
+        if current is None:
+            raise RegistryError("no registered champion: the shipped default is serving already")
+        previous = conn.execute(
+            select(model_versions.c.version, model_versions.c.path)
+            .where(model_versions.c.status == "retired", model_versions.c.promoted_at.is_not(None),
+                   model_versions.c.promoted_at < current["promoted_at"])
+            .order_by(model_versions.c.promoted_at.desc()).limit(1)
+        ).first()
+        conn.execute(model_versions.update().where(model_versions.c.version == current["version"])
+                     .values(status="rolled_back", reason=f"rolled back; was: {current['reason']}"))
+        if previous is None:
+            _notify(conn, "default")
+            return "default"
+        verify_artifact(Path(previous.path))
+        _make_champion(conn, previous.version, f"rollback from {current['version']}")
+        return str(previous.version)
+
+
+def _make_champion(conn: Connection, version: str, reason: str | None = None) -> None:
+    # Serialise champion changes so that two promotions cannot both leave a champion.
+    conn.execute(text("LOCK TABLE model_versions IN SHARE ROW EXCLUSIVE MODE"))
+    conn.execute(model_versions.update().where(model_versions.c.status == "champion").values(status="retired"))
+    values: dict[str, Any] = {"status": "champion", "promoted_at": func.clock_timestamp()}
+    if reason:
+        values["reason"] = reason
+    conn.execute(model_versions.update().where(model_versions.c.version == version).values(**values))
+    _notify(conn, version)
+
+
+def _notify(conn: Connection, version: str) -> None:
+    """Delivered to listeners when the transaction commits, not before."""
+    conn.execute(select(func.pg_notify(CHANNEL, version)))

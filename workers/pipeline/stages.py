@@ -1,0 +1,243 @@
+"""Pure batch-to-batch stages: decode -> encode -> score -> columns (-> aggregate). No I/O here.
+
+Bad records are values (DeadLetter), never exceptions, so nothing is acked without being accounted for.
+After validation a batch travels as columns (`Columns`): no prediction object or row dict per message.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol
+
+import numpy as np
+from pydantic import ValidationError
+
+from models.classifier import BatchScores
+from models.text import extract_tickers
+from models.tokenizing import Encoded
+from schemas.messages import Accepted, DeadLetter, NewsArticle, RawMessage, SocialPost
+from workers.pipeline.privacy import mask_pii
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EARLIEST = datetime(1980, 1, 1, tzinfo=timezone.utc)  # older publication times are input errors
+
+
+class Scorer(Protocol):
+    """What the pipeline needs of a classifier: tokenise (host) and score (device) as two steps."""
+
+    version: str
+
+    def encode(self, texts: list[str]) -> Encoded: ...
+
+    def score_encoded(self, encoded: Encoded) -> BatchScores: ...
+
+
+def decode(
+    raws: list[RawMessage], now: datetime, max_future_s: float = 300.0
+) -> tuple[list[Accepted], list[DeadLetter]]:
+    """Validate each record's JSON against its topic's schema; later duplicates of a key are dropped."""
+    accepted: list[Accepted] = []
+    dead: list[DeadLetter] = []
+    seen: set[str] = set()
+    latest = now + timedelta(seconds=max_future_s)
+    for raw in raws:
+        if raw.value is None:
+            dead.append(DeadLetter("decode", "empty record (no value)", raw))
+            continue
+        model = NewsArticle if raw.kind == "news" else SocialPost
+        try:
+            message = model.model_validate_json(raw.value)
+        except ValidationError as err:
+            dead.append(DeadLetter("validate", _validation_reason(err), raw))
+            continue
+        if message.published_at < EARLIEST:
+            dead.append(DeadLetter("validate", f"published_at {message.published_at.isoformat()} is before "
+                                               f"{EARLIEST.year}: not a plausible publication time", raw))
+            continue
+        if message.published_at > latest:
+            dead.append(DeadLetter("validate", f"published_at {message.published_at.isoformat()} is in the future", raw))
+            continue
+        item = Accepted(raw, message)
+        if item.key in seen:
+            continue
+        seen.add(item.key)
+        accepted.append(item)
+    return accepted, dead
+
+
+def _validation_reason(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors(include_url=False, include_input=False)[:5]:
+        where = ".".join(str(p) for p in e["loc"]) or "message"
+        parts.append(f"{where}: {e['msg']}")
+    return "; ".join(parts)[:1000]
+
+
+def encode(accepted: list[Accepted], scorer: Scorer) -> Encoded:
+    """Tokenise the batch's texts (the host's share of inference; runs on every core)."""
+    return scorer.encode([a.message.text for a in accepted])
+
+
+def score(accepted: list[Accepted], encoded: Encoded, scorer: Scorer) -> tuple[list[Accepted], BatchScores | None,
+                                                                               list[DeadLetter]]:
+    """Score the batch; when the model fails on it (out of memory, NaN output), split it and retry the
+    halves, so that only a message that fails on its own becomes a dead letter. Returns the scored
+    messages, their scores (None when there are none) and the dead letters."""
+    if not accepted:
+        return [], None, []
+    try:
+        scores = scorer.score_encoded(encoded)
+        if not (np.isfinite(scores.topic_prob).all() and np.isfinite(scores.sentiment_probs).all()):
+            raise FloatingPointError("the model returned non-finite scores")
+        return accepted, scores, []
+    except (RuntimeError, ValueError, FloatingPointError) as err:  # torch raises RuntimeError, OOM included
+        if len(accepted) == 1:
+            return [], None, [DeadLetter("classify", f"model failed on this message: {err.__class__.__name__}: "
+                                                     f"{str(err)[:200]}", accepted[0].raw)]
+        middle = len(accepted) // 2
+        left, left_scores, left_dead = score(accepted[:middle], encoded.part(0, middle), scorer)
+        right, right_scores, right_dead = score(accepted[middle:], encoded.part(middle, len(accepted)), scorer)
+        parts = [p for p in (left_scores, right_scores) if p is not None]
+        return left + right, concat_scores(parts) if parts else None, left_dead + right_dead
+
+
+def classify(accepted: list[Accepted], scorer: Scorer) -> tuple[Columns, list[DeadLetter]]:
+    """encode -> score -> columns in one call (backfill, bench); the worker runs the same steps on two
+    threads so that tokenising the next batch overlaps the device's work on this one."""
+    scored, scores, dead = score(accepted, encode(accepted, scorer), scorer)
+    return to_columns(scored, scores), dead
+
+
+def concat_scores(parts: list[BatchScores]) -> BatchScores:
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    return BatchScores(np.concatenate([p.topic_index for p in parts]), np.concatenate([p.topic_prob for p in parts]),
+                       np.concatenate([p.sentiment_probs for p in parts]), first.topics, first.sentiments,
+                       first.model_version)
+
+
+# The classified_messages columns a batch carries, in COPY order (window_start is derived in SQL).
+COLUMNS = ("message_key", "kind", "source", "external_id", "published_at", "text", "url", "author", "language",
+           "topic", "topic_prob", "sentiment", "p_negative", "p_neutral", "p_positive", "sentiment_score",
+           "tickers", "model_version", "kafka_topic", "kafka_partition", "kafka_offset")
+
+
+@dataclass(frozen=True)
+class Columns:
+    """A classified batch as columns, in message order: what the sink copies into Postgres."""
+
+    message_key: list[str]
+    kind: list[str]
+    source: list[str]
+    external_id: list[str]
+    published_at: list[datetime]
+    text: list[str]  # social posts with e-mails and phone numbers masked
+    url: list[str | None]
+    author: list[str | None]
+    language: list[str]
+    topic: list[str]
+    topic_prob: np.ndarray
+    sentiment: list[str]
+    probs: np.ndarray  # (n, 3): negative, neutral, positive
+    sentiment_score: np.ndarray  # P(positive) - P(negative)
+    tickers: list[list[str]]
+    model_version: str
+    kafka_topic: list[str]
+    kafka_partition: list[int]
+    kafka_offset: list[int]
+
+    def __len__(self) -> int:
+        return len(self.message_key)
+
+    def records(self) -> Iterator[tuple[Any, ...]]:
+        """One tuple per message in `COLUMNS` order (what COPY consumes)."""
+        n = len(self)
+        return zip(self.message_key, self.kind, self.source, self.external_id, self.published_at, self.text,
+                   self.url, self.author, self.language, self.topic, self.topic_prob.tolist(), self.sentiment,
+                   self.probs[:, 0].tolist(), self.probs[:, 1].tolist(), self.probs[:, 2].tolist(),
+                   self.sentiment_score.tolist(), self.tickers, [self.model_version] * n, self.kafka_topic,
+                   self.kafka_partition, self.kafka_offset, strict=True)
+
+
+def to_columns(accepted: list[Accepted], scores: BatchScores | None) -> Columns:
+    """Messages and their scores -> columns. Labels come from the scores (the model that made them)."""
+    messages = [a.message for a in accepted]
+    raws = [a.raw for a in accepted]
+    n = len(messages)
+    if scores is None or n == 0:
+        scores = BatchScores(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, 3), np.float32),
+                             ("",), ("negative", "neutral", "positive"), "")
+    order = [scores.sentiments.index(name) for name in ("negative", "neutral", "positive")]
+    probs = np.round(scores.sentiment_probs[:, order].astype(np.float64), 6)
+    texts = [m.text for m in messages]
+    return Columns(
+        message_key=[f"{m.source}:{m.id}" for m in messages],
+        kind=[r.kind for r in raws],
+        source=[m.source for m in messages],
+        external_id=[m.id for m in messages],
+        published_at=[m.published_at for m in messages],
+        text=[mask_pii(t) if r.kind == "social" else t for t, r in zip(texts, raws)],
+        url=[m.url for m in messages],
+        author=[m.author for m in messages],
+        language=[m.language for m in messages],
+        topic=np.asarray(scores.topics, dtype=object)[scores.topic_index].tolist() if n else [],
+        topic_prob=np.round(scores.topic_prob.astype(np.float64), 6),
+        sentiment=np.asarray(("negative", "neutral", "positive"), dtype=object)[probs.argmax(axis=1)].tolist()
+        if n else [],
+        probs=probs,
+        sentiment_score=np.round(probs[:, 2] - probs[:, 0], 6),
+        tickers=[extract_tickers(t) for t in texts],
+        model_version=scores.model_version,
+        kafka_topic=[r.topic for r in raws],
+        kafka_partition=[r.partition for r in raws],
+        kafka_offset=[r.offset for r in raws],
+    )
+
+
+def window_start(ts: datetime, window_seconds: int) -> datetime:
+    seconds = int((ts - EPOCH).total_seconds())
+    return EPOCH + timedelta(seconds=seconds - seconds % window_seconds)
+
+
+@dataclass
+class TrendDelta:
+    n_messages: int = 0
+    n_negative: int = 0
+    n_neutral: int = 0
+    n_positive: int = 0
+    sum_score: float = 0.0
+
+
+def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, str, datetime], TrendDelta]:
+    """Per (dimension, key, window) count deltas: topic, each ticker, source. Each row needs topic,
+    source, tickers, sentiment, sentiment_score and window_start.
+
+    The reference definition of a trend delta, on plain data: the sink computes the same in SQL from
+    the rows a transaction actually inserted, and tests check the two against each other."""
+    deltas: dict[tuple[str, str, datetime], TrendDelta] = defaultdict(TrendDelta)
+    for row in rows:
+        keys = [("topic", row["topic"]), ("source", row["source"])]
+        keys += [("ticker", t) for t in row["tickers"]]
+        for dimension, key in keys:
+            d = deltas[(dimension, key, row["window_start"])]
+            d.n_messages += 1
+            d.sum_score += row["sentiment_score"]
+            if row["sentiment"] == "negative":
+                d.n_negative += 1
+            elif row["sentiment"] == "positive":
+                d.n_positive += 1
+            else:
+                d.n_neutral += 1
+    return dict(deltas)
+
+
+def aggregate_columns(columns: Columns, window_seconds: int) -> dict[tuple[str, str, datetime], TrendDelta]:
+    """`aggregate` over a batch's columns."""
+    return aggregate([{"topic": columns.topic[i], "source": columns.source[i], "tickers": columns.tickers[i],
+                       "sentiment": columns.sentiment[i], "sentiment_score": float(columns.sentiment_score[i]),
+                       "window_start": window_start(columns.published_at[i], window_seconds)}
+                      for i in range(len(columns))])
