@@ -65,7 +65,7 @@ def test_dashboard_queries_run_against_the_schema_as_the_analyst_role(engine) ->
     import json
     from pathlib import Path
 
-    dashboard = json.loads((Path(__file__).resolve().parents[2] / "deploy/grafana/dashboards/finsentry.json").read_text())
+    dashboard = json.loads((Path(__file__).resolve().parents[3] / "deploy/grafana/dashboards/finsentry.json").read_text())
     queries = [t["rawSql"] for p in dashboard["panels"] for t in p["targets"]]
     queries += [a["rawQuery"] for a in dashboard["annotations"]["list"]]
     queries += [v["query"] for v in dashboard["templating"]["list"]]
