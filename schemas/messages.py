@@ -14,8 +14,6 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.predictions import Prediction
-
 Kind = Literal["news", "social"]
 
 _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True, str_strip_whitespace=True)
@@ -98,12 +96,6 @@ class Accepted:
     def key(self) -> str:
         """Idempotency key: the same (source, id) is one message, however often it is replayed."""
         return f"{self.message.source}:{self.message.id}"
-
-
-@dataclass(frozen=True, slots=True)
-class Classified:
-    accepted: Accepted
-    prediction: Prediction
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, create_engine
 
 from schemas.errors import FinsentryError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the project folder: alembic.ini, migrations
 
 
 def sqlalchemy_url(url: str) -> str:
