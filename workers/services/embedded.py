@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -249,7 +250,7 @@ def services(settings: Settings, broker: bool = True, database: bool = True) -> 
         stack, started = start_stack(settings.data_dir)
         if started:
             print(f"started the local stack (broker {stack.bootstrap}, Postgres in {stack.postgres_dir}); "
-                  "`finsentry down` stops it", flush=True)
+                  "`finsentry down` stops it", file=sys.stderr, flush=True)  # stdout stays the command's output
         bootstrap = bootstrap or stack.bootstrap
         url = url or stack.database_url
     yield bootstrap, url

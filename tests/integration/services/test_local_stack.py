@@ -43,7 +43,7 @@ def test_a_worker_and_a_replay_in_two_terminals_meet_on_one_local_stack(tmp_path
         replay = finsentry("replay", str(feed), "--topic", "social", env=env)  # terminal 2
         assert replay.returncode == 0, replay.stderr[-2000:]
         assert json.loads(replay.stdout.strip().splitlines()[-1])["sent"] == 20
-        assert "started the local stack" not in replay.stdout  # it joined the running one
+        assert "started the local stack" not in replay.stderr  # it joined the running one
         stack = read_stack(data_dir)
         assert stack is not None
         engine = make_engine(stack.database_url)
