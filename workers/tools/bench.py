@@ -332,6 +332,15 @@ def run_bench(settings: Settings, classifier: Classifier, engine: Engine, bootst
     """Every figure in one run. Without `database_url` the two-process path is left out."""
     sizes = sizes or BenchSizes.for_device(classifier.device, quick)
     run_id = uuid.uuid4().hex[:8]
+    try:
+        result = _run_paths(settings, classifier, engine, bootstrap, sizes, run_id, database_url)
+    finally:
+        remove_bench_rows(engine, run_id)
+    return result | {"run_id": run_id}
+
+
+def _run_paths(settings: Settings, classifier: Classifier, engine: Engine, bootstrap: str, sizes: BenchSizes,
+               run_id: str, database_url: str) -> dict[str, Any]:
     batch_sizes = [256, 1024, 2048, 4096] if classifier.device.type == "cuda" else [16, 32, 64, 128]
     limit, best_batch = measure_limit(classifier, bench_texts(sizes.limit_texts), batch_sizes)
     pipeline, pipeline_steps, _ = measure_pipeline(
@@ -389,6 +398,21 @@ def run_bench(settings: Settings, classifier: Classifier, engine: Engine, bootst
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
     }
+
+
+def remove_bench_rows(engine: Engine, run_id: str) -> int:
+    """Delete what one bench run stored (its messages, trend series, detector state), so that a benchmark
+    leaves the database as it found it: drift checks and analysts read classified_messages. Every
+    message id and series of a run holds its random run id."""
+    from sqlalchemy import text
+
+    pattern = f"%{run_id}%"
+    with engine.begin() as conn:
+        removed = conn.execute(text("DELETE FROM classified_messages WHERE source = 'bench' AND external_id LIKE :p"),
+                               {"p": pattern}).rowcount
+        for table in ("trend_windows", "spike_state", "backfill_seen"):
+            conn.execute(text(f"DELETE FROM {table} WHERE series LIKE :p"), {"p": pattern})
+    return int(removed)
 
 
 def print_table(result: dict[str, Any]) -> None:

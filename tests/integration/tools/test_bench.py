@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import text
 
 from workers.tools.bench import BenchSizes, print_table, run_bench
 
@@ -23,5 +24,11 @@ def test_bench_runs_every_path_and_reports_all_figures(broker, engine, database_
                                                         "database"}
     assert result["e2e_p50_latency_ms"] <= result["e2e_p99_latency_ms"]
     assert result["messages"]["e2e"] == 64 and result["model_version"] == classifier.version
+    # The run left nothing behind in the database.
+    with engine.connect() as conn:
+        left = conn.execute(text("SELECT (SELECT count(*) FROM classified_messages WHERE external_id LIKE :p) + "
+                                 "(SELECT count(*) FROM trend_windows WHERE series LIKE :p)"),
+                            {"p": f"%{result['run_id']}%"}).scalar_one()
+    assert left == 0
     print_table(result)
     assert "pipeline / limit" in capsys.readouterr().out
