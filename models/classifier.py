@@ -81,16 +81,21 @@ class Classifier:
         else:
             network = network.to(self.device)
         self.network = network
+        self._text_side(model_dir, meta, version,
+                        forward_batch_size or DEFAULT_FORWARD_BATCH.get(self.device.type, 256))
+        self._temperatures = torch.tensor(
+            [meta.topic_temperature, meta.sentiment_temperature], dtype=torch.float32
+        )
+
+    def _text_side(self, model_dir: Path, meta: ModelMeta, version: str, forward_batch_size: int) -> None:
+        """Labels, version and tokeniser: what the real and the zero-cost classifier share."""
         self.meta = meta
         self.version = version
         self.topics = meta.topics
         self.sentiments = meta.sentiments
-        self.forward_batch_size = forward_batch_size or DEFAULT_FORWARD_BATCH.get(self.device.type, 256)
+        self.forward_batch_size = forward_batch_size
         self.tokenizer_file = model_dir / TOKENIZER
         self.tokenizer = BatchTokenizer(self.tokenizer_file, meta.max_length)
-        self._temperatures = torch.tensor(
-            [meta.topic_temperature, meta.sentiment_temperature], dtype=torch.float32
-        )
 
     def encode(self, texts: list[str]) -> Encoded:
         return Encoded(texts, self.tokenizer.encode(texts))
@@ -149,16 +154,9 @@ class ZeroCostClassifier(Classifier):
 
     def __init__(self, model_dir: Path, forward_batch_size: int = 1024):
         verify_artifact(model_dir)
-        meta: ModelMeta = load_meta(model_dir)
         self.device = torch.device("cpu")
         self.precision = "none"
-        self.meta = meta
-        self.version = "zero-cost"
-        self.topics = meta.topics
-        self.sentiments = meta.sentiments
-        self.forward_batch_size = forward_batch_size
-        self.tokenizer_file = model_dir / TOKENIZER
-        self.tokenizer = BatchTokenizer(self.tokenizer_file, meta.max_length)
+        self._text_side(model_dir, load_meta(model_dir), "zero-cost", forward_batch_size)
 
     def _forward(self, input_ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         first = input_ids[:, 1]  # the first word piece after [CLS]: deterministic and varied

@@ -28,7 +28,6 @@ _COLS = ", ".join(COLUMNS)
 # Binary COPY (about twice the rows/s of text COPY here): the Postgres type of each of COLUMNS.
 COPY_TYPES = ("text", "text", "text", "text", "timestamptz", "text", "text", "text", "text", "text", "float8", "text",
               "float8", "float8", "float8", "float8", "text[]", "text", "text", "int4", "int8")
-COPY_STAGING = f"COPY {STAGING} ({_COLS}) FROM STDIN (FORMAT BINARY)"
 
 _CREATE_STAGING = (
     f"CREATE TEMP TABLE IF NOT EXISTS {STAGING} ON COMMIT DELETE ROWS AS "
@@ -130,6 +129,15 @@ def _retryable(err: DBAPIError | psycopg.Error) -> bool:
     return code in {"40001", "40P01", "57P01", "57P02", "57P03"} or code.startswith("08")
 
 
+def copy_columns(cur: psycopg.Cursor[Any], table: str, batches: list[Columns]) -> None:
+    """Binary COPY of the batches' rows into `table`'s COLUMNS."""
+    with cur.copy(f"COPY {table} ({_COLS}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(COPY_TYPES)
+        for columns in batches:
+            for record in columns.records():
+                copy.write_row(record)
+
+
 def write_batch(
     engine: Engine, batches: list[Columns], window_seconds: int, series: str = "live", store_messages: bool = True,
 ) -> int:
@@ -141,11 +149,7 @@ def write_batch(
         assert isinstance(raw, psycopg.Connection)
         with raw.cursor() as cur:
             cur.execute(_CREATE_STAGING)
-            with cur.copy(COPY_STAGING) as copy:
-                copy.set_types(COPY_TYPES)
-                for columns in batches:
-                    for record in columns.records():
-                        copy.write_row(record)
+            copy_columns(cur, STAGING, batches)
             cur.execute(_STORE_MESSAGES if store_messages else _COUNT_ONLY, params)
             row = cur.fetchone()
             assert row is not None

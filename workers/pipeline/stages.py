@@ -167,8 +167,7 @@ def to_columns(accepted: list[Accepted], scores: BatchScores | None) -> Columns:
     """Messages and their scores -> columns. Labels come from the scores (the model that made them)."""
     messages = [a.message for a in accepted]
     raws = [a.raw for a in accepted]
-    n = len(messages)
-    if scores is None or n == 0:
+    if scores is None:  # nothing was scored
         scores = BatchScores(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, 3), np.float32),
                              ("",), ("negative", "neutral", "positive"), "")
     order = [scores.sentiments.index(name) for name in ("negative", "neutral", "positive")]
@@ -184,10 +183,9 @@ def to_columns(accepted: list[Accepted], scores: BatchScores | None) -> Columns:
         url=[m.url for m in messages],
         author=[m.author for m in messages],
         language=[m.language for m in messages],
-        topic=np.asarray(scores.topics, dtype=object)[scores.topic_index].tolist() if n else [],
+        topic=np.asarray(scores.topics, dtype=object)[scores.topic_index].tolist(),
         topic_prob=np.round(scores.topic_prob.astype(np.float64), 6),
-        sentiment=np.asarray(("negative", "neutral", "positive"), dtype=object)[probs.argmax(axis=1)].tolist()
-        if n else [],
+        sentiment=np.asarray(("negative", "neutral", "positive"), dtype=object)[probs.argmax(axis=1)].tolist(),
         probs=probs,
         sentiment_score=np.round(probs[:, 2] - probs[:, 0], 6),
         tickers=[extract_tickers(t) for t in texts],

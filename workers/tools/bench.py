@@ -48,7 +48,7 @@ from models.tokenizing import BatchTokenizer
 from schemas.messages import Accepted, RawMessage, SocialPost
 from workers.ingest.kafka_io import consumer_config, ensure_topics
 from workers.ingest.processes import child_env, ready
-from workers.ingest.sink import COPY_TYPES, PostgresSink, write_batch
+from workers.ingest.sink import PostgresSink, copy_columns, write_batch
 from workers.ingest.worker import STEPS, BatchReport, Worker
 from workers.pipeline import stages
 from workers.services.embedded import free_ports
@@ -154,11 +154,7 @@ def measure_db_copy(engine: Engine, batches: list[stages.Columns]) -> float:
                 cur.execute(f"ALTER TABLE {scratch} ALTER COLUMN window_start DROP NOT NULL")
                 raw.commit()
                 started = time.perf_counter()
-                with cur.copy(f"COPY {scratch} ({', '.join(stages.COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.set_types(COPY_TYPES)
-                    for batch in batches:
-                        for record in batch.records():
-                            copy.write_row(record)
+                copy_columns(cur, scratch, batches)
                 raw.commit()
                 seconds = time.perf_counter() - started
         finally:
