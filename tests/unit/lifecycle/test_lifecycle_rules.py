@@ -80,3 +80,25 @@ def test_js_divergence_is_zero_for_equal_shares_one_for_disjoint_and_symmetric()
     p, q = {"a": 8, "b": 2}, {"a": 3, "b": 7}
     assert js_divergence(p, q) == pytest.approx(js_divergence(q, p))
     assert 0.1 < js_divergence(p, q) < 0.3
+
+
+def test_gate_refuses_a_challenger_that_gains_on_tweets_and_loses_on_news() -> None:
+    champion = {"sentiment": report(0.80, negative=0.8, neutral=0.9, positive=0.8),
+                "sentiment/tweets": report(0.80, negative=0.8, neutral=0.9, positive=0.8),
+                "sentiment/news": report(0.85, negative=0.9, neutral=0.9, positive=0.8)}
+    challenger = {"sentiment": report(0.81, negative=0.8, neutral=0.9, positive=0.8),
+                  "sentiment/tweets": report(0.83, negative=0.82, neutral=0.92, positive=0.82),
+                  "sentiment/news": report(0.84, negative=0.9, neutral=0.9, positive=0.8)}
+    verdict = gate(challenger, champion)
+    assert not verdict.promote
+    assert verdict.reason == "sentiment/news macro-F1 fell from 0.8500 to 0.8400"
+
+
+def test_gate_allows_one_texts_worth_of_recall_on_a_small_class() -> None:
+    def with_support(macro_f1: float, recall: float, support: int) -> dict[str, Any]:
+        return {"macro_f1": macro_f1, "per_class": {"negative": {"recall": recall, "support": support}}}
+
+    # 34 texts: one text is 2.9 points of recall, so losing one passes and losing two does not.
+    assert gate({"s": with_support(0.9, 1 - 1 / 34, 34)}, {"s": with_support(0.9, 1.0, 34)}).promote
+    assert not gate({"s": with_support(0.9, 1 - 2 / 34, 34)}, {"s": with_support(0.9, 1.0, 34)}).promote
+    assert not gate({"s": with_support(0.9, 0.97, 400)}, {"s": with_support(0.9, 1.0, 400)}).promote

@@ -1,0 +1,35 @@
+"""The training recipe end to end on a few dozen texts: the teacher stage, per-domain metrics, the card."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from models.artifacts import verify_artifact
+from models.training import TrainConfig, train
+
+
+def test_a_two_stage_run_distils_its_own_teacher_and_reports_each_domain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the teacher's folder is made
+    config = TrainConfig(epochs=1, teacher_epochs=1, max_examples_per_task=40)
+    result = train(config, tmp_path / "model", progress=False)
+
+    assert verify_artifact(tmp_path / "model") == result.version
+    assert {"topic", "sentiment", "sentiment/news", "sentiment/tweets"} <= set(result.metrics)
+    assert result.metrics["sentiment"]["n"] == (result.metrics["sentiment/news"]["n"]
+                                                + result.metrics["sentiment/tweets"]["n"])
+    saved = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    teacher = saved["teacher"]
+    assert teacher["version"] != result.version and 0 < teacher["seconds"] < result.seconds
+    assert saved["recipe"]["teacher_dir"] is None  # the temporary teacher folder is not part of the recipe
+    card = (tmp_path / "model" / "MODEL_CARD.md").read_text()
+    assert f"a teacher ({teacher['version']})" in card and "### sentiment/news" in card
+    assert "FinEntity.json" in card
+    assert list(scratch.iterdir()) == []  # the teacher's folder is gone
