@@ -237,7 +237,10 @@ def cmd_evaluate_spikes(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from models.training import TrainConfig, train
 
-    config = TrainConfig(seed=args.seed, epochs=args.epochs, teacher_epochs=args.teacher_epochs,
+    # Plain `train` defaults to the shipped default's recipe; `--now` to the scheduler's re-fine-tune.
+    epochs = args.epochs if args.epochs is not None else settings.retrain_epochs if args.now else 4.0
+    teacher_epochs = args.teacher_epochs if args.teacher_epochs is not None else 0.0 if args.now else 3.0
+    config = TrainConfig(seed=args.seed, epochs=epochs, teacher_epochs=teacher_epochs,
                          max_examples_per_task=args.max_examples_per_task, init_dir=args.init)
     if args.now:
         from workers.lifecycle.scheduler import retrain_locked
@@ -474,9 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="fine-tune the classifier (GPU when there is one); "
                        "no options: the shipped default's recipe")
-    p.add_argument("--epochs", type=float, default=4.0)
-    p.add_argument("--teacher-epochs", type=float, default=3.0,
-                   help="first train a teacher this long and distil it (0: no teacher stage)")
+    p.add_argument("--epochs", type=float, help="default 4 (with --now: FINSENTRY_RETRAIN_EPOCHS)")
+    p.add_argument("--teacher-epochs", type=float,
+                   help="first train a teacher this long and distil it; default 3 (with --now: 0, no teacher)")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--max-examples-per-task", type=int)
     p.add_argument("--out", help="output folder (default under the data directory)")
