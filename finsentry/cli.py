@@ -196,14 +196,15 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from models.dataset import read_labelled_csv
-    from models.evaluation import dev_examples, evaluate_scores
+    from models.evaluation import evaluate_scores
+    from models.training import TrainConfig, split
 
     if bool(args.input) == bool(args.dev_splits):
         raise UsageError("give either --input FILE --task TASK or --dev-splits")
     if args.input and not args.task:
         raise UsageError("--input needs --task (sentiment or topic)")
     classifier = _load_classifier(settings, args.model_dir)
-    examples = dev_examples() if args.dev_splits else read_labelled_csv(Path(args.input), args.task)
+    examples = split(TrainConfig())[1] if args.dev_splits else read_labelled_csv(Path(args.input), args.task)
     scores = classifier.score([ex.text for ex in examples])
     report = evaluate_scores(examples, scores.topic_index, scores.topic_prob, scores.sentiment_probs,
                              classifier.topics, classifier.sentiments)

@@ -2,7 +2,7 @@
 
 The trainer reports on its dev split with raw logits; `evaluate_scores` reports on what a serving
 `Classifier` returns (its precision, its temperatures), so the shipped model and a challenger can be
-compared, fp32 beside int8, on exactly the dev splits the trainer held out.
+compared, fp32 beside int8, on exactly the dev splits the trainer holds out (`training.split`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from models import metrics
-from models.dataset import Example, split_by_domain, training_examples
+from models.dataset import Example
 
 TASKS = ("topic", "sentiment")
 
@@ -31,12 +31,6 @@ def evaluation_slices(examples: list[Example]) -> dict[str, list[int]]:
             for domain in domains:
                 slices[f"{task}/{domain}"] = [i for i in rows if examples[i].domain == domain]
     return slices
-
-
-def dev_examples(seed: int = 13, dev_fractions: dict[str, float] | None = None) -> list[Example]:
-    """The dev split the trainer holds out with this seed (the defaults are the shipped recipe's)."""
-    fractions = dev_fractions or {"tweets": 0.1, "news": 0.2}
-    return split_by_domain(training_examples(), fractions, seed)[1]
 
 
 def evaluate_scores(

@@ -74,6 +74,12 @@ class TrainConfig:
     init_dir: str | None = None  # warm start: a model folder (same label names) instead of the MiniLM base
 
 
+def split(config: TrainConfig) -> tuple[list[Example], list[Example]]:
+    """(train, dev) of every labelled example, each domain split on its own by the config's fractions."""
+    return split_by_domain(training_examples(), {"tweets": config.dev_fraction, "news": config.news_dev_fraction},
+                           config.seed)
+
+
 @dataclass
 class TrainResult:
     version: str
@@ -236,6 +242,13 @@ def train(
     With `config.teacher_epochs` (and no `teacher_dir`), a teacher is trained first on the same split and
     distilled; `teacher` is that first stage's result, given by this function to itself.
     """
+    if config.teacher_epochs > 0 and not config.teacher_dir:
+        # Stage one: a teacher by this recipe without a teacher; stage two: the student distils it.
+        with tempfile.TemporaryDirectory(prefix="teacher-") as teacher_dir:
+            teacher = train(replace(config, teacher_epochs=0.0, epochs=config.teacher_epochs),
+                            Path(teacher_dir), corrections, progress)
+            log.info("teacher %s trained in %.0f s", teacher.version, teacher.seconds)
+            return train(replace(config, teacher_dir=teacher_dir), out_dir, corrections, progress, teacher=teacher)
     started = time.monotonic()
     _seed_everything(config.seed)
     device = pick_device()
@@ -244,8 +257,7 @@ def train(
 
     topics = topic_names()
     data_hashes = {name: file_sha256(path) for name, path in data_files().items()}
-    train_set, dev_set = split_by_domain(
-        training_examples(), {"tweets": config.dev_fraction, "news": config.news_dev_fraction}, config.seed)
+    train_set, dev_set = split(config)
     if corrections:
         train_set = merge_corrections(train_set, corrections)
         data_hashes["corrections"] = _examples_hash(corrections)
@@ -253,13 +265,6 @@ def train(
         cap = config.max_examples_per_task
         train_set = [ex for t in TASKS for ex in [e for e in train_set if e.task == t][:cap]]
         dev_set = [ex for t in TASKS for ex in [e for e in dev_set if e.task == t][: max(20, cap // 5)]]
-    if config.teacher_epochs > 0 and not config.teacher_dir:
-        # Stage one: a teacher by this recipe without a teacher; stage two: the student distils it.
-        with tempfile.TemporaryDirectory(prefix="teacher-") as teacher_dir:
-            teacher = train(replace(config, teacher_epochs=0.0, epochs=config.teacher_epochs),
-                            Path(teacher_dir), corrections, progress)
-            log.info("teacher %s trained in %.0f s", teacher.version, teacher.seconds)
-            return train(replace(config, teacher_dir=teacher_dir), out_dir, corrections, progress, teacher=teacher)
     train_set = [ex for ex in train_set for _ in range(config.news_repeat if ex.domain == "news" else 1)]
 
     base = base_model_dir()
