@@ -96,7 +96,17 @@ class Settings(BaseSettings):
     spike_dimensions: list[str] = ["topic", "ticker"]
     """What the detector watches."""
     detect_interval_s: float = 1.0
-    """Seconds between detection and delivery passes."""
+    """Seconds between the detector's sweeps of keys whose windows closed, and between delivery passes."""
+    touched_topic: str = "finsentry.windows"
+    """Workers publish a "window touched" event here per (dimension, key, window) a batch wrote; the detector reads it."""
+    alerts_topic: str = "finsentry.alerts"
+    """Every alert event (opened, resolved) is published here as JSON too; empty turns it off."""
+    detector_app_id: str = "finsentry-detector"
+    """The faust detector's application id (its consumer group and table topics)."""
+    detector_session_timeout_s: float = 10.0
+    """The faust detector's broker session timeout."""
+    watermark_idle_s: float = 120.0
+    """An input partition with no committed batch for this long stops holding the watermark back."""
 
     webhook_urls: str = ""
     """Comma-separated receiver URLs that get every alert."""

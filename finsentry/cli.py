@@ -89,11 +89,24 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_detector(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.alerting import faust_detector
+    from workers.services.db import make_engine, prepare
+    from workers.services.embedded import services
+
+    with services(settings) as (bootstrap, url):
+        prepare(url, embedded=settings.database_url is None)
+        engine = make_engine(url)
+        log.info("detector %s on %s: %s -> alerts, %s", settings.detector_app_id, bootstrap, settings.touched_topic,
+                 settings.alerts_topic or "(no alerts topic)")
+        faust_detector.run(settings, bootstrap, engine)
+        engine.dispose()
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from workers.ingest.kafka_io import ensure_topics
-    from workers.ingest.worker import AlertLoop, Worker
-    from workers.lifecycle.hotswap import ModelWatcher
-    from workers.lifecycle.registry import serving
+    from workers.ingest.processes import DetectorChild
     from workers.services.db import make_engine, prepare
     from workers.services.embedded import services
 
@@ -102,39 +115,53 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         prepare(url, embedded=settings.database_url is None)
         engine = make_engine(url)
         ensure_topics(bootstrap, [*settings.input_topics, settings.dead_letter_topic], settings.topic_partitions)
-        if args.processes > 1:
-            engine.dispose()
-            return _worker_processes(args, settings, bootstrap, url, stop)
-        if args.zero_cost_model:
-            from models.classifier import ZeroCostClassifier
-
-            classifier = ZeroCostClassifier(settings.model_dir)
-        else:
-            classifier = _load_classifier(settings, serving(engine, settings.model_dir)[0])
-        log.info("model %s on %s; broker %s", classifier.version, classifier.device, bootstrap)
-        alert_loop = AlertLoop(settings, engine, stop)
-        alert_loop.start()
-        if args.max_seconds:
-            threading.Timer(args.max_seconds, stop.set).start()
-        watcher = None
-        if not args.zero_cost_model:
-            watcher = ModelWatcher(url, engine, settings.model_dir, lambda path: _load_classifier(settings, path),
-                                   classifier.version, stop, settings.model_poll_s)
-            watcher.start()
-        metrics, on_loop, server = _observability(settings, classifier)
+        detector = None if args.no_detector else DetectorChild(settings, bootstrap, url)
+        if detector is not None:
+            detector.start()
         try:
-            stats = Worker(settings, classifier, engine, bootstrap, group_id=args.group, stop=stop,
-                           on_batch=metrics.on_batch, on_loop=on_loop,
-                           model_updates=watcher.take if watcher else None).run()
+            if args.processes > 1:
+                engine.dispose()
+                return _worker_processes(args, settings, bootstrap, url, stop)
+            return _worker(args, settings, engine, bootstrap, url, stop)
         finally:
-            if server:
-                server.stop()
-        alert_loop.join(10)
-        print(json.dumps({"pid": os.getpid(), "consumed": stats.consumed, "stored": stats.stored,
-                          "duplicates": stats.duplicates, "dead_lettered": stats.dead_lettered,
-                          "batches": stats.batches,
-                          "swaps": [[w.old_version, w.new_version, round(w.pause_ms, 3)] for w in stats.swaps]}),
-              flush=True)
+            if detector is not None:
+                detector.stop()
+
+
+def _worker(args: argparse.Namespace, settings: Settings, engine: Any, bootstrap: str, url: str,
+            stop: threading.Event) -> int:
+    """One worker process in this one."""
+    from workers.ingest.worker import Worker
+    from workers.lifecycle.hotswap import ModelWatcher
+    from workers.lifecycle.registry import serving
+
+    if args.zero_cost_model:
+        from models.classifier import ZeroCostClassifier
+
+        classifier = ZeroCostClassifier(settings.model_dir)
+    else:
+        classifier = _load_classifier(settings, serving(engine, settings.model_dir)[0])
+    log.info("model %s on %s; broker %s", classifier.version, classifier.device, bootstrap)
+    if args.max_seconds:
+        threading.Timer(args.max_seconds, stop.set).start()
+    watcher = None
+    if not args.zero_cost_model:
+        watcher = ModelWatcher(url, engine, settings.model_dir, lambda path: _load_classifier(settings, path),
+                               classifier.version, stop, settings.model_poll_s)
+        watcher.start()
+    metrics, on_loop, server = _observability(settings, classifier)
+    try:
+        stats = Worker(settings, classifier, engine, bootstrap, group_id=args.group, stop=stop,
+                       on_batch=metrics.on_batch, on_loop=on_loop,
+                       model_updates=watcher.take if watcher else None).run()
+    finally:
+        if server:
+            server.stop()
+    print(json.dumps({"pid": os.getpid(), "consumed": stats.consumed, "stored": stats.stored,
+                      "duplicates": stats.duplicates, "dead_lettered": stats.dead_lettered,
+                      "batches": stats.batches,
+                      "swaps": [[w.old_version, w.new_version, round(w.pause_ms, 3)] for w in stats.swaps]}),
+          flush=True)
     return 0
 
 
@@ -143,7 +170,7 @@ def _worker_processes(args: argparse.Namespace, settings: Settings, bootstrap: s
     """N children in one consumer group, sharing the services resolved here."""
     from workers.ingest.processes import child_env, run_processes
 
-    argv = ["worker", "--group", args.group or settings.consumer_group]
+    argv = ["worker", "--group", args.group or settings.consumer_group, "--no-detector"]
     argv += ["--max-seconds", str(args.max_seconds)] if args.max_seconds else []
     argv += ["--zero-cost-model"] if args.zero_cost_model else []
     envs = [child_env(bootstrap, url, settings.metrics_port, i) for i in range(args.processes)]
@@ -216,7 +243,7 @@ def cmd_evaluate_spikes(args: argparse.Namespace, settings: Settings) -> int:
     import random
 
     from models.dataset import SENTIMENT_DIR, TOPIC_DIR, read_labelled_csv
-    from workers.ingest.worker import spike_params
+    from workers.alerting.detector import spike_params
     from workers.tools.spike_eval import EvalConfig, evaluate, topic_pools
 
     classifier = _load_classifier(settings, args.model_dir)
@@ -428,7 +455,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     logging.getLogger("workers.ingest.worker").setLevel(logging.WARNING)  # a line per batch would drown the tables
     summary = run_demo(settings, _load_classifier(settings))
     print(json.dumps(summary), flush=True)
-    ok = summary["classified"] == summary["messages"] and summary["alerts"] >= 1
+    ok = summary["classified"] == summary["messages"] and summary["alerts"] >= 1 and summary["alerts_topic_records"] >= 1
     return 0 if ok else 1
 
 
@@ -452,7 +479,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zero-cost-model", action="store_true",
                    help="benchmarking only: tokenise as the real model does, then skip the forward pass "
                         "(no real labels); shows what the host side can feed a GPU")
+    p.add_argument("--no-detector", action="store_true",
+                   help="do not start a `finsentry detector` beside the worker (run it on its own)")
     p.set_defaults(func=cmd_worker)
+
+    sub.add_parser("detector", help="the faust spike detector: window-touched events in, alerts and webhooks out "
+                   "(`worker` starts one)").set_defaults(func=cmd_detector)
 
     p = sub.add_parser("predict", help="score a CSV with a text column into JSON lines")
     p.add_argument("--input", required=True)

@@ -88,6 +88,17 @@ spike_state = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
+# Per series and input partition, the newest window a committed batch wrote: the detector's watermark.
+ingest_progress = Table(
+    "ingest_progress",
+    metadata,
+    Column("series", Text, primary_key=True),
+    Column("topic", Text, primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
 alerts = Table(
     "alerts",
     metadata,
@@ -117,7 +128,7 @@ alert_deliveries = Table(
     Column("alert_id", BigInteger, ForeignKey("alerts.id"), nullable=False),
     Column("event", String(16), nullable=False, comment="alert.opened or alert.resolved"),
     Column("endpoint_url", Text, nullable=False),
-    Column("webhook_id", Text, nullable=False, unique=True),
+    Column("webhook_id", Text, nullable=False),  # the alert event's id: the same for each of its receivers
     Column("payload", JSONB, nullable=False),
     Column("status", String(16), nullable=False, server_default=text("'pending'")),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
@@ -127,6 +138,7 @@ alert_deliveries = Table(
     Column("delivered_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_alert_deliveries_due", "status", "next_attempt_at"),
+    UniqueConstraint("webhook_id", "endpoint_url", name="uq_alert_deliveries_event_endpoint"),
 )
 
 # Which messages a backfill series has counted, so that re-running a backfill changes nothing.

@@ -82,6 +82,7 @@ def settings(unique: str, tmp_path: Path) -> Settings:
     return Settings(
         news_topic=f"news-{unique}", social_topic=f"social-{unique}", dead_letter_topic=f"dlq-{unique}",
         consumer_group=f"group-{unique}", topic_partitions=2, trend_series=f"test-{unique}",
+        touched_topic=f"windows-{unique}", alerts_topic=f"alerts-{unique}", detector_app_id=f"detector-{unique}",
         micro_batch_size=64, micro_batch_timeout_s=0.2, forward_batch_size=32, data_dir=tmp_path,
         device="cpu",
     )

@@ -76,21 +76,21 @@ class TcpProxy:
         self._listener.close()
 
 
-class WorkerProcess:
-    """`finsentry worker` as a child process, configured by environment, logging to a file."""
+class ChildProcess:
+    """A `finsentry` command as a child process, configured by environment, logging to a file."""
 
-    def __init__(self, env: dict[str, str], group: str, log_dir: Path, name: str):
+    def __init__(self, env: dict[str, str], argv: list[str], log_dir: Path, name: str):
         self.env = {**os.environ, **env}
-        self.group = group
+        self.argv = argv
         self.log_dir = log_dir
         self.name = name
         self.starts = 0
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "WorkerProcess":
+    def start(self) -> "ChildProcess":
         self.starts += 1
         log = open(self.log_dir / f"{self.name}-{self.starts}.log", "wb")
-        self.process = subprocess.Popen([sys.executable, "-m", "finsentry.cli", "worker", "--group", self.group],
+        self.process = subprocess.Popen([sys.executable, "-m", "finsentry.cli", *self.argv],
                                         env=self.env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         return self
@@ -109,3 +109,12 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+
+
+def WorkerProcess(env: dict[str, str], group: str, log_dir: Path, name: str) -> ChildProcess:  # noqa: N802
+    """`finsentry worker` in a consumer group, without the detector it would start (tests run their own)."""
+    return ChildProcess(env, ["worker", "--group", group, "--no-detector"], log_dir, name)
+
+
+def DetectorProcess(env: dict[str, str], log_dir: Path, name: str = "detector") -> ChildProcess:  # noqa: N802
+    return ChildProcess(env, ["detector"], log_dir, name)

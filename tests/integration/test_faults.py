@@ -15,13 +15,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import Engine, make_url, text
 
 from config.settings import DEFAULT_MODEL_DIR
 from models.classifier import Classifier
 from models.dataset import SENTIMENT_DIR, read_labelled_csv
 from schemas.tables import trend_windows
-from tests.integration.faults import TcpProxy, WorkerProcess
+from tests.integration.faults import DetectorProcess, TcpProxy, WorkerProcess
 from tests.integration.helpers import (
     SECRET,
     Receiver,
@@ -36,10 +37,10 @@ from tests.integration.helpers import (
     wait_for,
 )
 from workers.alerting.delivery import deliver_due
-from workers.alerting.detector import run_detection
-from workers.alerting.spikes import SpikeParams
+from workers.alerting.detector import run_detection, spike_params
 from workers.alerting.targets import TargetPolicy
 from workers.ingest.kafka_io import ensure_topics
+from workers.ingest.processes import detector_env
 from workers.pipeline import stages
 from workers.services.db import make_engine, migrate
 from workers.services.embedded import EmbeddedBroker, embedded_postgres
@@ -79,7 +80,7 @@ def _clear_texts(classifier: Classifier, n_negative: int, n_other: int) -> tuple
     return negative[:n_negative], other[:n_other]
 
 
-def test_killed_workers_lose_and_repeat_nothing(broker, engine, settings, unique, tmp_path):  # type: ignore[no-untyped-def]
+def test_killed_workers_and_detector_lose_and_repeat_nothing(broker, engine, settings, unique, tmp_path):  # type: ignore[no-untyped-def]
     # fp32: one text gets one label whatever batch it is in, so a fault-free result can be computed.
     scorer = Classifier(DEFAULT_MODEL_DIR, device="cpu", precision="fp32")
     negative, other = _clear_texts(scorer, 20, 60)
@@ -97,17 +98,24 @@ def test_killed_workers_lose_and_repeat_nothing(broker, engine, settings, unique
     ensure_topics(broker.bootstrap, [settings.news_topic, settings.social_topic, settings.dead_letter_topic], 4)
     send(broker.bootstrap, settings.social_topic, messages)
 
-    env = {"DATABASE_URL": engine.url.render_as_string(hide_password=False),
+    receiver = Receiver(statuses=[])
+    s = settings.model_copy(update={
+        "topic_partitions": 4, "spike_dimensions": ["source"], "spike_warmup_windows": 10, "allowed_lateness_s": 60,
+        "detect_interval_s": 0.5, "webhook_urls": receiver.url, "webhook_secrets": SecretStr(SECRET),
+        "webhook_allow_http": True, "webhook_allow_private": True, "webhook_backoff_s": 0.5})
+    database_url = engine.url.render_as_string(hide_password=False)
+    env = {"DATABASE_URL": database_url,
            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "OMP_NUM_THREADS": "1",
-           "FINSENTRY_NEWS_TOPIC": settings.news_topic, "FINSENTRY_SOCIAL_TOPIC": settings.social_topic,
-           "FINSENTRY_DEAD_LETTER_TOPIC": settings.dead_letter_topic, "FINSENTRY_TREND_SERIES": settings.trend_series,
+           "FINSENTRY_NEWS_TOPIC": s.news_topic, "FINSENTRY_SOCIAL_TOPIC": s.social_topic,
+           "FINSENTRY_DEAD_LETTER_TOPIC": s.dead_letter_topic, "FINSENTRY_TREND_SERIES": s.trend_series,
+           "FINSENTRY_TOUCHED_TOPIC": s.touched_topic, "FINSENTRY_TOPIC_PARTITIONS": "4",
            "FINSENTRY_DATA_DIR": str(tmp_path), "FINSENTRY_METRICS_PORT": "-1", "FINSENTRY_DEVICE": "cpu",
-           "FINSENTRY_PRECISION": "fp32", "FINSENTRY_MICRO_BATCH_SIZE": "256",
-           "FINSENTRY_DETECT_INTERVAL_S": "3600"}  # detection runs once, below, on complete windows
+           "FINSENTRY_PRECISION": "fp32", "FINSENTRY_MICRO_BATCH_SIZE": "256"}
     group = f"kill-{unique}"
     workers = [WorkerProcess(env, group, tmp_path, f"worker{i}").start() for i in range(2)]
+    detector = DetectorProcess(detector_env(s, broker.bootstrap, database_url), tmp_path).start()
     started = time.monotonic()
-    kills = 0
+    kills = detector_kills = 0
     try:
         wait_for(lambda: stored_with_prefix(engine, "k-") > 0, timeout_s=120, what="the first stored batch")
         while kills < 6 and stored_with_prefix(engine, "k-") < total * 0.9:
@@ -116,13 +124,25 @@ def test_killed_workers_lose_and_repeat_nothing(broker, engine, settings, unique
             victim.kill()  # at a random moment: mid-batch, mid-transaction, mid-commit or idle
             kills += 1
             victim.start()
+            if kills % 2:  # the detector too: mid-step, mid-delivery or idle
+                detector.kill()
+                detector_kills += 1
+                detector.start()
         wait_for(lambda: stored_with_prefix(engine, "k-") >= total, timeout_s=420, what="every message stored")
-        wait_for(lambda: topic_counts(engine, settings.trend_series) >= total, timeout_s=60, what="every count")
+        wait_for(lambda: topic_counts(engine, s.trend_series) >= total, timeout_s=60, what="every count")
+        # Every window but the last two (the allowed lateness) is closed: the detector steps up to minute 37.
+        last_closed = start + timedelta(minutes=37)
+        wait_for(lambda: scalar(engine, "SELECT count(*) FROM spike_state WHERE series = :s AND last_window_start = :w",
+                                s=s.trend_series, w=last_closed) == 2, timeout_s=120, what="the detector's last window")
+        wait_for(lambda: scalar(engine, "SELECT count(*) FROM alert_deliveries d JOIN alerts a ON a.id = d.alert_id "
+                                        "WHERE a.series = :s AND d.status <> 'delivered'", s=s.trend_series) == 0,
+                 timeout_s=60, what="every webhook and alerts-topic record delivered")
     finally:
-        for w in workers:
+        for w in [*workers, detector]:
             w.stop()
     seconds = time.monotonic() - started
     assert kills >= 5, f"the stream finished after {kills} kills; the test needs at least 5"
+    assert detector_kills >= 3
 
     # The fault-free result, computed in-process with the same model and the pure stages.
     predictions = {t: p for t, p in zip(negative + other, scorer.predict(negative + other))}
@@ -133,31 +153,43 @@ def test_killed_workers_lose_and_repeat_nothing(broker, engine, settings, unique
     with engine.connect() as conn:
         actual = {(r.dimension, r.key, r.window_start): (r.n_messages, r.n_negative, r.n_neutral, r.n_positive)
                   for r in conn.execute(text("SELECT * FROM trend_windows WHERE series = :s"),
-                                        {"s": settings.trend_series})}
+                                        {"s": s.trend_series})}
     assert actual == {k: (d.n_messages, d.n_negative, d.n_neutral, d.n_positive) for k, d in expected.items()}
 
-    # Alerts from the faulted run's trends equal those from the fault-free trends.
-    reference = f"{settings.trend_series}-ref"
+    # The alerts the faust detector raised live, through the kills, equal one pass over the fault-free trends.
+    reference = f"{s.trend_series}-ref"
     with engine.begin() as conn:
         conn.execute(trend_windows.insert(), [
             {"series": reference, "dimension": dim, "key": key, "window_start": ws, "window_seconds": 60,
              "n_messages": d.n_messages, "n_negative": d.n_negative, "n_neutral": d.n_neutral,
              "n_positive": d.n_positive, "sum_score": d.sum_score} for (dim, key, ws), d in expected.items()])
-    params = SpikeParams(warmup_windows=10)
+    run_detection(engine, spike_params(s), 60, 60, [], series=reference, dimensions=("source",))
     alerts = {}
-    for series in (settings.trend_series, reference):
-        run_detection(engine, params, 60, 60, [], series=series, dimensions=("source",))
+    for series in (s.trend_series, reference):
         with engine.connect() as conn:
             alerts[series] = sorted(tuple(r) for r in conn.execute(text(
                 "SELECT dimension, key, window_start, status, severity, resolved_window_start FROM alerts "
                 "WHERE series = :s"), {"s": series}))
-    assert alerts[settings.trend_series] == alerts[reference]
+    assert alerts[s.trend_series] == alerts[reference]
     assert any(a[1] == f"burst-{unique}" for a in alerts[reference]), "the burst should raise an alert"
-    letters = read_topic(broker.bootstrap, settings.dead_letter_topic, f"dlq-{unique}", expected=1, timeout_s=5)
+
+    # Each alert event: one webhook-id, delivered once; on the alerts topic at least once, once after dedup.
+    events = int(scalar(engine, "SELECT count(DISTINCT d.webhook_id) FROM alert_deliveries d JOIN alerts a "
+                                "ON a.id = d.alert_id WHERE a.series = :s", s=s.trend_series))
+    ids = Counter(webhook_id for webhook_id, _ in receiver.received)
+    receiver.server.shutdown()
+    records = read_topic(broker.bootstrap, s.alerts_topic, f"alerts-{unique}", expected=events, timeout_s=60)
+    published = Counter(json.loads(m.value())["event_id"] for m in records)
+    assert len(ids) == events and set(ids.values()) == {1}
+    assert set(published) == set(ids)
+    letters = read_topic(broker.bootstrap, s.dead_letter_topic, f"dlq-{unique}", expected=1, timeout_s=5)
     distinct = stored_with_prefix(engine, "k-")
-    report("worker_killed", sent=total, workers=2, kills=kills, restarts=sum(w.starts for w in workers) - 2,
-           stored=distinct, lost=total - distinct, duplicated_in_counts=topic_counts(engine, settings.trend_series) - total,
-           dead_lettered=len(letters), alerts=len(alerts[reference]), seconds=round(seconds, 1))
+    report("workers_and_detector_killed", sent=total, workers=2, kills=kills, detector_kills=detector_kills,
+           restarts=sum(w.starts for w in workers) - 2, stored=distinct, lost=total - distinct,
+           duplicated_in_counts=topic_counts(engine, s.trend_series) - total, dead_lettered=len(letters),
+           alerts=len(alerts[reference]), alert_events=events, webhooks_received=sum(ids.values()),
+           alerts_topic_records=sum(published.values()), alerts_topic_duplicates=sum(published.values()) - len(published),
+           seconds=round(seconds, 1))
 
 
 # --- database outage ---------------------------------------------------------------------------------

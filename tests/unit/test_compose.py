@@ -11,8 +11,8 @@ SERVICES = COMPOSE["services"]
 
 
 def test_services_and_versions_are_pinned() -> None:
-    assert set(SERVICES) >= {"kafka", "kafka-init", "postgres", "migrate", "worker-gpu", "worker-cpu", "scheduler",
-                             "prometheus", "grafana"}
+    assert set(SERVICES) >= {"kafka", "kafka-init", "postgres", "migrate", "worker-gpu", "worker-cpu", "detector",
+                             "scheduler", "prometheus", "grafana"}
     for name, service in SERVICES.items():
         image = service.get("image", "")
         assert ":" in image and not image.endswith(":latest"), f"{name} image must be pinned: {image!r}"
@@ -23,7 +23,8 @@ def test_kafka_runs_kraft_and_topics_are_created_at_start() -> None:
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert "zookeeper" not in str(COMPOSE).lower()
     script = SERVICES["kafka-init"]["command"][0]
-    for topic in ("finsentry.news", "finsentry.social", "finsentry.dead-letter"):
+    for topic in ("finsentry.news", "finsentry.social", "finsentry.dead-letter", "finsentry.windows",
+                  "finsentry.alerts"):
         assert topic in script
     assert "--if-not-exists" in script
 
@@ -41,8 +42,15 @@ def test_gpu_and_cpu_workers_are_profiles_and_wait_for_migration() -> None:
     assert SERVICES["postgres"]["healthcheck"]["test"]
 
 
+def test_the_detector_is_its_own_service_and_the_workers_do_not_start_one() -> None:
+    assert SERVICES["detector"]["command"] == ["detector"]
+    assert SERVICES["detector"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    for name in ("worker-gpu", "worker-cpu"):
+        assert SERVICES[name]["command"] == ["worker", "--no-detector"]
+
+
 def test_services_get_connection_settings() -> None:
-    for name in ("migrate", "worker-gpu", "worker-cpu", "scheduler"):
+    for name in ("migrate", "worker-gpu", "worker-cpu", "detector", "scheduler"):
         env = SERVICES[name]["environment"]
         assert env["DATABASE_URL"].startswith("postgresql://") and env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
 

@@ -4,6 +4,11 @@ Headers: webhook-id, webhook-timestamp, webhook-signature = "v1," + base64(HMAC-
 "{id}.{timestamp}.{body}")), where the secret is "whsec_" + base64 key. Each due row is claimed with
 FOR UPDATE SKIP LOCKED, so two workers never send the same row at once; every attempt is recorded.
 A receiver deduplicates on webhook-id, which stays the same across retries.
+
+An outbox row whose endpoint is "kafka:<topic>" is published to that topic instead (finsentry.alerts):
+the same payload plus "event_id" (the event's webhook-id), keyed "dimension:key", marked delivered once
+the broker has acknowledged it. Consumers deduplicate on event_id (a crash between the broker's ack and
+the row's update sends it again).
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from confluent_kafka import Producer
 from sqlalchemy import Engine, func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from schemas.tables import alert_deliveries, delivery_attempts, webhook_endpoints
+from workers.alerting.detector import KAFKA_PREFIX
 from workers.alerting.targets import TargetPolicy, UnsafeTarget, check_url, opener
 from workers.retry import backoff_s
 
@@ -86,35 +93,55 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float, polic
 MAX_WAIT_S = 3600.0  # between two attempts of one webhook
 
 
+def publish(producer: Producer, topic: str, event_id: str, payload: dict[str, Any], timeout_s: float) -> Outcome:
+    """One alert event to a Kafka topic; success once the broker has acknowledged it."""
+    value = json.dumps({"event_id": event_id, **payload}, sort_keys=True, separators=(",", ":")).encode()
+    errors: list[str] = []
+    started = time.monotonic()
+    producer.produce(topic, value=value, key=f"{payload.get('dimension')}:{payload.get('key')}".encode(),
+                     headers={"event-id": event_id}, on_delivery=lambda err, _msg: errors.append(str(err)) if err else None)
+    if producer.flush(timeout_s) > 0 and not errors:
+        errors.append(f"not acknowledged within {timeout_s} s")
+    latency_ms = (time.monotonic() - started) * 1000
+    return Outcome(None, latency_ms, errors[0][:500]) if errors else Outcome(200, latency_ms, None)
+
+
 def deliver_due(
     engine: Engine, secrets: list[str], timeout_s: float, max_attempts: int, base_backoff_s: float,
     limit: int = 20, rng: random.Random | None = None, policy: TargetPolicy = TargetPolicy(),
+    producer: Producer | None = None,
 ) -> int:
-    """Send every due delivery once; return how many were delivered."""
+    """Send every due delivery once; return how many were delivered. Without a producer, rows for Kafka
+    topics are left for a deliverer that has one."""
     rng = rng or random.Random()
     delivered = 0
     with engine.begin() as conn:
-        due = conn.execute(
-            select(alert_deliveries)
-            .where(alert_deliveries.c.status == "pending", alert_deliveries.c.next_attempt_at <= func.now())
-            .order_by(alert_deliveries.c.id).limit(limit).with_for_update(skip_locked=True)
-        ).all()
+        due_rows = select(alert_deliveries).where(alert_deliveries.c.status == "pending",
+                                                  alert_deliveries.c.next_attempt_at <= func.now())
+        if producer is None:
+            due_rows = due_rows.where(alert_deliveries.c.endpoint_url.not_like(f"{KAFKA_PREFIX}%"))
+        due = conn.execute(due_rows.order_by(alert_deliveries.c.id).limit(limit).with_for_update(skip_locked=True)).all()
         gone: set[str] = set(conn.execute(select(webhook_endpoints.c.url)).scalars())
         for row in due:
             if row.endpoint_url in gone:
                 conn.execute(alert_deliveries.update().where(alert_deliveries.c.id == row.id)
                              .values(status="disabled"))
                 continue
-            body = json.dumps(row.payload, sort_keys=True, separators=(",", ":")).encode()
-            timestamp = int(time.time())
-            headers = {
-                "content-type": "application/json",
-                "user-agent": "finsentry-webhooks/1",
-                "webhook-id": row.webhook_id,
-                "webhook-timestamp": str(timestamp),
-                "webhook-signature": signature_header(secrets, row.webhook_id, timestamp, body),
-            }
-            outcome = post(row.endpoint_url, body, headers, timeout_s, policy)
+            if row.endpoint_url.startswith(KAFKA_PREFIX):
+                assert producer is not None
+                outcome = publish(producer, row.endpoint_url.removeprefix(KAFKA_PREFIX), row.webhook_id, row.payload,
+                                  timeout_s)
+            else:
+                body = json.dumps(row.payload, sort_keys=True, separators=(",", ":")).encode()
+                timestamp = int(time.time())
+                headers = {
+                    "content-type": "application/json",
+                    "user-agent": "finsentry-webhooks/1",
+                    "webhook-id": row.webhook_id,
+                    "webhook-timestamp": str(timestamp),
+                    "webhook-signature": signature_header(secrets, row.webhook_id, timestamp, body),
+                }
+                outcome = post(row.endpoint_url, body, headers, timeout_s, policy)
             conn.execute(delivery_attempts.insert().values(
                 delivery_id=row.id, status_code=outcome.status_code, latency_ms=outcome.latency_ms,
                 error=outcome.error))

@@ -1,22 +1,29 @@
-"""Runs spike detection over closed trend windows, and writes alerts with their outbox rows.
+"""Spike detection over closed trend windows, one key at a time; writes alerts with their outbox rows.
 
-One owner decides: the whole pass holds a transaction-level advisory lock, so however many workers
-call it, each window of each key is stepped once, and the alert, its delivery rows and the advanced
-detector state commit together (a crash loses none and repeats none).
+`step_key` is the unit of work: under a per-key transaction-level advisory lock it reads the key's
+state (`spike_state`, with the last window it stepped), steps the CUSUM through the key's closed windows
+after that one, and commits the alerts, their outbox rows and the advanced state together. Whoever calls
+it, each window of each key is stepped once: a crash loses none and repeats none, and a repeated or lost
+"window touched" event changes nothing. The faust detector (`faust_detector.py`) calls it for the keys
+its partitions own; `run_detection` calls it for every key with closed windows (tests, tools).
+
+A window is closed when every input partition that is still active has written a later window and the
+allowed lateness has passed (`closed_before`), so a replay that runs one partition ahead of another does
+not close windows early.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections import defaultdict
-from dataclasses import asdict, replace
-from datetime import timedelta
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 
+from config.settings import Settings
 from schemas.tables import (
     alert_deliveries,
     alerts,
@@ -28,7 +35,15 @@ from schemas.tables import (
 from workers.alerting.routing import Route, recipients
 from workers.alerting.spikes import Point, SpikeEvent, SpikeParams, SpikeState, step
 
-DETECTOR_LOCK = 7_310_001  # pg advisory lock key for the detection pass
+KAFKA_PREFIX = "kafka:"  # an outbox row whose endpoint is "kafka:<topic>" is published to that topic
+
+
+def spike_params(settings: Settings) -> SpikeParams:
+    return SpikeParams(
+        alpha=settings.spike_alpha, ratio=settings.spike_ratio, threshold=settings.spike_threshold,
+        min_volume=settings.spike_min_volume, warmup_windows=settings.spike_warmup_windows,
+        cooldown_windows=settings.spike_cooldown_windows,
+    )
 
 
 def params_for(base: SpikeParams, overrides: dict[str, dict[str, Any]], dimension: str, key: str) -> SpikeParams:
@@ -40,6 +55,87 @@ def params_for(base: SpikeParams, overrides: dict[str, dict[str, Any]], dimensio
     return params
 
 
+def closed_before(conn: Connection, series: str, dimension: str, allowed_lateness_s: int,
+                  idle_s: float) -> datetime | None:
+    """Windows that start before this are closed. Event time has reached the oldest of the active input
+    partitions' newest windows (a partition idle for idle_s no longer holds it back; when all are idle,
+    the newest); with no recorded progress (trends written by hand or a backfill), the newest window."""
+    reached = conn.execute(text(
+        "SELECT coalesce(min(window_start) FILTER (WHERE updated_at > now() - make_interval(secs => :idle)), "
+        "max(window_start)) FROM ingest_progress WHERE series = :series"), {"series": series, "idle": idle_s}
+    ).scalar()
+    if reached is None:
+        reached = conn.execute(select(func.max(trend_windows.c.window_start)).where(
+            trend_windows.c.series == series, trend_windows.c.dimension == dimension)).scalar()
+    return None if reached is None else reached - timedelta(seconds=allowed_lateness_s)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """What step_key needs besides the key: the parameters and where alerts go."""
+
+    params: SpikeParams
+    window_seconds: int
+    routes: list[Route]
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    alerts_topic: str = ""  # also publish every alert event there (through the outbox); "" turns it off
+
+
+def step_key(conn: Connection, detection: Detection, series: str, dimension: str, key: str,
+             closed: datetime) -> tuple[list[int], datetime | None]:
+    """Step one key through its closed windows not stepped yet, in the caller's transaction; return the
+    ids of alerts opened or resolved, and the last window stepped (None: nothing new)."""
+    conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"{series}|{dimension}|{key}", 0))))
+    row = conn.execute(select(spike_state.c.state, spike_state.c.last_window_start).where(
+        spike_state.c.series == series, spike_state.c.dimension == dimension, spike_state.c.key == key)).first()
+    state, last = (SpikeState.from_json(row.state), row.last_window_start) if row else (SpikeState(), None)
+    tw = trend_windows
+    query = select(tw.c.window_start, tw.c.n_messages, tw.c.n_negative).where(
+        tw.c.series == series, tw.c.dimension == dimension, tw.c.key == key, tw.c.window_start < closed)
+    if last is not None:
+        query = query.where(tw.c.window_start > last)
+    points = [Point(r.window_start, int(r.n_messages), int(r.n_negative))
+              for r in conn.execute(query.order_by(tw.c.window_start))]
+    if not points:
+        return [], None
+    key_params = params_for(detection.params, detection.overrides, dimension, key)
+    touched: list[int] = []
+    for point in points:
+        state, event = step(state, point, key_params)
+        if event is not None:
+            alert_id = _record_event(conn, detection, series, dimension, key, event)
+            if alert_id is not None:
+                touched.append(alert_id)
+    last = points[-1].window_start
+    conn.execute(
+        insert(spike_state)
+        .values(series=series, dimension=dimension, key=key, state=asdict(state), last_window_start=last)
+        .on_conflict_do_update(index_elements=["series", "dimension", "key"],
+                               set_={"state": asdict(state), "last_window_start": last, "updated_at": func.now()})
+    )
+    return touched, last
+
+
+def pending_keys(conn: Connection, series: str, dimensions: tuple[str, ...], closed: dict[str, datetime],
+                 since: dict[str, datetime] | None = None) -> list[tuple[str, str]]:
+    """(dimension, key) with closed windows not stepped yet; with `since`, only among the windows that start
+    from since[dimension] on (the ones that closed since the last look: a range on the window index)."""
+    found: list[tuple[str, str]] = []
+    for dimension in dimensions:
+        if dimension not in closed:
+            continue
+        rows = conn.execute(text(
+            "SELECT DISTINCT tw.key FROM trend_windows tw LEFT JOIN spike_state ss "
+            "ON ss.series = tw.series AND ss.dimension = tw.dimension AND ss.key = tw.key "
+            "WHERE tw.series = :series AND tw.dimension = :dimension AND tw.window_start < :closed "
+            "AND tw.window_start >= coalesce(CAST(:since AS timestamptz), '-infinity') "
+            "AND (ss.last_window_start IS NULL OR tw.window_start > ss.last_window_start) ORDER BY 1"),
+            {"series": series, "dimension": dimension, "closed": closed[dimension],
+             "since": (since or {}).get(dimension)})
+        found += [(dimension, str(r.key)) for r in rows]
+    return found
+
+
 def run_detection(
     engine: Engine,
     params: SpikeParams,
@@ -49,80 +145,41 @@ def run_detection(
     series: str = "live",
     dimensions: tuple[str, ...] = ("topic",),
     overrides: dict[str, dict[str, Any]] | None = None,
+    alerts_topic: str = "",
+    idle_s: float = 120.0,
 ) -> list[int]:
-    """One pass: step every key through its closed windows; return ids of alerts opened or resolved."""
+    """Step every key with closed windows, each in its own transaction; return ids of alerts opened or
+    resolved."""
+    detection = Detection(params, window_seconds, routes, overrides or {}, alerts_topic)
+    with engine.connect() as conn:
+        closed = {d: c for d in dimensions
+                  if (c := closed_before(conn, series, d, allowed_lateness_s, idle_s)) is not None}
+        keys = pending_keys(conn, series, dimensions, closed)
     touched: list[int] = []
-    with engine.begin() as conn:
-        if not conn.execute(select(func.pg_try_advisory_xact_lock(DETECTOR_LOCK))).scalar():
-            return touched
-        for dimension in dimensions:
-            touched += _detect(conn, params, overrides or {}, allowed_lateness_s, window_seconds, routes,
-                               series, dimension)
-    return touched
-
-
-def _detect(
-    conn: Connection, params: SpikeParams, overrides: dict[str, dict[str, Any]], allowed_lateness_s: int,
-    window_seconds: int, routes: list[Route], series: str, dimension: str,
-) -> list[int]:
-    tw = trend_windows
-    newest = conn.execute(
-        select(func.max(tw.c.window_start)).where(tw.c.series == series, tw.c.dimension == dimension)
-    ).scalar()
-    if newest is None:
-        return []
-    # Event-time watermark: windows older than the newest minus the allowed lateness are closed.
-    closed_before = newest - timedelta(seconds=allowed_lateness_s)
-    states = {
-        row.key: (SpikeState.from_json(row.state), row.last_window_start)
-        for row in conn.execute(select(spike_state).where(spike_state.c.series == series,
-                                                          spike_state.c.dimension == dimension))
-    }
-    points: dict[str, list[Point]] = defaultdict(list)
-    rows = conn.execute(
-        select(tw.c.key, tw.c.window_start, tw.c.n_messages, tw.c.n_negative)
-        .where(tw.c.series == series, tw.c.dimension == dimension, tw.c.window_start < closed_before)
-        .order_by(tw.c.key, tw.c.window_start)
-    )
-    for row in rows:
-        key, start = str(row.key), row.window_start
-        last = states.get(key, (None, None))[1]
-        if last is None or start > last:
-            points[key].append(Point(start, int(row.n_messages), int(row.n_negative)))
-    touched: list[int] = []
-    for key, key_points in points.items():
-        state = states.get(key, (SpikeState(), None))[0]
-        key_params = params_for(params, overrides, dimension, key)
-        for point in key_points:
-            state, event = step(state, point, key_params)
-            if event is not None:
-                touched.append(_record_event(conn, series, dimension, key, event, window_seconds, routes))
-        last_window = key_points[-1].window_start
-        conn.execute(
-            insert(spike_state)
-            .values(series=series, dimension=dimension, key=key, state=asdict(state), last_window_start=last_window)
-            .on_conflict_do_update(
-                index_elements=["series", "dimension", "key"],
-                set_={"state": asdict(state), "last_window_start": last_window, "updated_at": func.now()},
-            )
-        )
+    for dimension, key in keys:
+        with engine.begin() as conn:
+            touched += step_key(conn, detection, series, dimension, key, closed[dimension])[0]
     return touched
 
 
 def _record_event(
-    conn: Connection, series: str, dimension: str, key: str, event: SpikeEvent, window_seconds: int,
-    routes: list[Route],
-) -> int:
+    conn: Connection, detection: Detection, series: str, dimension: str, key: str, event: SpikeEvent,
+) -> int | None:
+    """The alert row and one outbox row per receiver (and the alerts topic), all with one event id.
+    None: this episode's alert is already recorded (its unique key: series, dimension, key, window)."""
     if event.kind == "opened":
-        payload = _opened_payload(conn, series, dimension, key, event, window_seconds)
-        alert_id: int = conn.execute(
+        payload = _opened_payload(conn, series, dimension, key, event, detection.window_seconds)
+        alert_id = conn.execute(
             insert(alerts)
             .values(series=series, dimension=dimension, key=key, window_start=event.window_start, status="open",
                     severity=event.severity, observed_share=event.observed_share,
                     baseline_share=event.baseline_share, baseline_std=event.baseline_std,
                     volume=event.volume, payload=payload)
+            .on_conflict_do_nothing(constraint="uq_alerts_key_window")
             .returning(alerts.c.id)
-        ).scalar_one()
+        ).scalar()
+        if alert_id is None:
+            return None
         payload["alert_id"] = alert_id
         severity = event.severity
     else:
@@ -132,7 +189,7 @@ def _record_event(
                 alerts.c.status == "open").order_by(alerts.c.id.desc()).limit(1)
         ).first()
         if opened is None:
-            return -1
+            return None
         alert_id, severity = int(opened.id), str(opened.severity)
         conn.execute(alerts.update().where(alerts.c.id == alert_id).values(
             status="resolved", resolved_at=func.now(), resolved_window_start=event.window_start))
@@ -141,10 +198,12 @@ def _record_event(
                    "observed_negative_share": round(event.observed_share, 4),
                    "baseline_negative_share": round(event.baseline_share, 4), "volume": event.volume}
     disabled: set[str] = set(conn.execute(select(webhook_endpoints.c.url)).scalars())
-    for url in recipients(routes, dimension, key, severity):  # a resolve goes where its alert went
+    event_id = f"msg_{uuid.uuid4().hex}"  # the webhook-id of every receiver, and the alerts topic's event id
+    urls = recipients(detection.routes, dimension, key, severity)  # a resolve goes where its alert went
+    urls += [KAFKA_PREFIX + detection.alerts_topic] if detection.alerts_topic else []
+    for url in urls:
         conn.execute(insert(alert_deliveries).values(
-            alert_id=alert_id, event=payload["type"], endpoint_url=url,
-            webhook_id=f"msg_{uuid.uuid4().hex}", payload=payload,
+            alert_id=alert_id, event=payload["type"], endpoint_url=url, webhook_id=event_id, payload=payload,
             status="disabled" if url in disabled else "pending"))
     return int(alert_id)
 

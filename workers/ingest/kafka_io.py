@@ -1,9 +1,10 @@
-"""Kafka plumbing (confluent-kafka): client configs, topic creation, dead letters, lag."""
+"""Kafka plumbing (confluent-kafka): client configs, topic creation, dead letters, "window touched" events, lag."""
 
 from __future__ import annotations
 
 import json
 import time
+import zlib
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
@@ -11,6 +12,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas.errors import RetryableError
 from schemas.messages import DeadLetter
+from workers.pipeline.stages import Touched
 
 
 def consumer_config(bootstrap: str, group_id: str) -> dict[str, Any]:
@@ -102,3 +104,27 @@ def lag(consumer: Consumer) -> int:
         if high >= 0 and position >= 0:
             total += max(0, high - position)
     return total
+
+
+def key_partition(key: str, partitions: int) -> int:
+    """The partition of a keyed event finsentry produces (CRC-32 of the key): explicit, so that the detector
+    can tell which keys its assigned partitions hold."""
+    return zlib.crc32(key.encode()) % partitions
+
+
+def partition_count(producer: Producer, topic: str, timeout_s: float = 10.0) -> int:
+    metadata = producer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    if metadata is None or metadata.error is not None or not metadata.partitions:
+        raise RuntimeError(f"topic {topic} has no partitions: {getattr(metadata, 'error', None)}")
+    return len(metadata.partitions)
+
+
+def send_touched(producer: Producer, topic: str, partitions: int, series: str, touched: list[Touched]) -> None:
+    """Publish "window touched" events without waiting: a lost one only delays detection until the
+    detector's next sweep, and a repeated one changes nothing."""
+    for t in touched:
+        key = f"{t.dimension}:{t.key}"
+        value = json.dumps({"series": series, "dimension": t.dimension, "key": t.key,
+                            "window_start": t.window_start.isoformat()}).encode()
+        producer.produce(topic, value=value, key=key.encode(), partition=key_partition(key, partitions))
+    producer.poll(0)

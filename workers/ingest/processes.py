@@ -9,6 +9,7 @@ a child that dies stops the others; the parent returns the worst exit code.
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -17,6 +18,9 @@ import sys
 import threading
 import time
 import urllib.request
+
+from config.settings import Settings
+from workers.retry import backoff_s
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +76,72 @@ def run_processes(argv: list[str], envs: list[dict[str, str]], stop: threading.E
                 child.wait()
     codes = [c.returncode if c.returncode >= 0 else 128 - c.returncode for c in children]
     return max(codes)
+
+
+# What the detector reads of Settings: passed to its process, so that it decides as its caller would.
+DETECTOR_SETTINGS = (
+    "touched_topic", "alerts_topic", "detector_app_id", "detector_session_timeout_s", "topic_partitions",
+    "trend_series", "window_seconds", "allowed_lateness_s", "watermark_idle_s", "detect_interval_s",
+    "spike_min_volume", "spike_warmup_windows", "spike_alpha", "spike_ratio", "spike_threshold",
+    "spike_cooldown_windows", "spike_overrides", "spike_dimensions", "webhook_urls", "webhook_routes",
+    "webhook_allow_http", "webhook_allow_private", "webhook_timeout_s", "webhook_max_attempts", "webhook_backoff_s",
+    "data_dir", "log_format",
+)
+
+
+def detector_env(settings: Settings, bootstrap: str, database_url: str) -> dict[str, str]:
+    """The environment of a `finsentry detector` child that has these settings and services."""
+    values = settings.model_dump(mode="json", include=set(DETECTOR_SETTINGS))
+    env = child_env(bootstrap, database_url, -1, 0)
+    env |= {f"FINSENTRY_{name.upper()}": v if isinstance(v, str) else json.dumps(v) for name, v in values.items()}
+    env["FINSENTRY_WEBHOOK_SECRETS"] = settings.webhook_secrets.get_secret_value()
+    return env
+
+
+def start_detector(settings: Settings, bootstrap: str, database_url: str) -> subprocess.Popen[bytes]:
+    """`finsentry detector` on the same services; it dies with this process."""
+    child = subprocess.Popen([sys.executable, "-m", "finsentry.cli", "detector"],
+                             env=detector_env(settings, bootstrap, database_url), preexec_fn=_die_with_parent)
+    log.info("started the detector: pid %d", child.pid)
+    return child
+
+
+class DetectorChild(threading.Thread):
+    """A `finsentry detector` beside the worker(s), started again (with backoff) whenever it exits, until
+    stop(); its state is in Postgres, so a restart only delays detection."""
+
+    def __init__(self, settings: Settings, bootstrap: str, database_url: str):
+        super().__init__(name="detector-child", daemon=True)
+        self.settings, self.bootstrap, self.database_url = settings, bootstrap, database_url
+        self.stopping = threading.Event()
+        self.child = start_detector(settings, bootstrap, database_url)
+        self.restarts = 0
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            code = self.child.wait()
+            if self.stopping.is_set():
+                return
+            self.restarts += 1
+            wait = backoff_s(self.restarts, 1.0, 60.0)
+            log.error("the detector exited with %s; starting it again in %.1f s", code, wait)
+            if self.stopping.wait(wait):
+                return
+            self.child = start_detector(self.settings, self.bootstrap, self.database_url)
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        self.stopping.set()
+        stop_child(self.child, grace_s)
+        self.join(grace_s)
+
+
+def stop_child(child: subprocess.Popen[bytes], grace_s: float = 20.0) -> int:
+    """SIGTERM, then SIGKILL after grace_s; return its exit code."""
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    return child.returncode

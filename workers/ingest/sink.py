@@ -6,6 +6,9 @@ How a batch is written (one transaction):
    builds the trend deltas from the rows that statement actually inserted (topic, source and each
    ticker per window), and adds them to `trend_windows`.
 
+The same statement records, per input partition, the newest window of the batch (`ingest_progress`): the
+detector closes a window only once every active partition has passed it.
+
 Idempotency: classified_messages' primary key is the message key; only rows this transaction inserted
 contribute to the deltas, so a replayed message changes no count, and several workers adding to the
 same window add up. Rows and windows are written in key order, so concurrent workers take their locks
@@ -60,13 +63,21 @@ SELECT (SELECT count(*) FROM fresh), (SELECT count(*) FROM added)
 
 _WINDOW = "date_bin(make_interval(secs => %(window_seconds)s), published_at, timestamptz 'epoch')"
 
-# A key repeated within the batch is inserted once (the second conflicts with the first).
+# A key repeated within the batch is inserted once (the second conflicts with the first). `progress`
+# records how far event time has got on each input partition of the batch (the detector's watermark).
 _STORE_MESSAGES = f"""
 WITH fresh AS (
     INSERT INTO classified_messages ({_COLS}, window_start)
     SELECT {_COLS}, {_WINDOW} FROM {STAGING} ORDER BY message_key
     ON CONFLICT DO NOTHING
     RETURNING topic, source, tickers, window_start, sentiment, sentiment_score
+),
+progress AS (
+    INSERT INTO ingest_progress AS p (series, topic, partition, window_start)
+    SELECT %(series)s, kafka_topic, kafka_partition, max({_WINDOW}) FROM {STAGING}
+    GROUP BY kafka_topic, kafka_partition ORDER BY kafka_topic, kafka_partition
+    ON CONFLICT (series, topic, partition) DO UPDATE SET
+        window_start = greatest(p.window_start, excluded.window_start), updated_at = now()
 ),
 {_ADD_TRENDS}"""
 

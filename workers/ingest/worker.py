@@ -8,7 +8,9 @@ While batch k is on the device, batch k+1 is decoded and tokenised and batch k-1
 queue blocks the stage before it, so a slow database pauses consumption (back-pressure).
 
 The at-least-once contract, per batch: (1) dead letters produced and acknowledged, (2) rows and trend
-deltas committed in one Postgres transaction, (3) Kafka offsets committed. One writer thread does all
+deltas committed in one Postgres transaction, (3) Kafka offsets committed. After (2) the batch's
+"window touched" events go to the detector (`touched_topic`), without waiting: the detector reads the
+counts from Postgres, so a lost event only delays it until its next sweep. One writer thread does all
 three for one batch after another, so offsets are committed strictly in order and only after their
 batch is durable. A crash anywhere replays the uncommitted batches, and the sink's idempotency makes the
 replay change nothing. Before partitions are revoked, the batches in flight are finished and committed.
@@ -32,15 +34,14 @@ from config.settings import Settings
 from models.tokenizing import Encoded
 from schemas.errors import RetryableError
 from schemas.messages import Accepted, DeadLetter, Kind, RawMessage
-from workers.alerting.delivery import deliver_due
-from workers.alerting.detector import run_detection
-from workers.alerting.routing import build_routes
-from workers.alerting.spikes import SpikeParams
 from workers.ingest.kafka_io import (
     consumer_config,
+    ensure_topics,
     next_offsets,
+    partition_count,
     producer_config,
     send_dead_letters,
+    send_touched,
 )
 from workers.ingest.sink import PostgresSink
 from workers.pipeline import stages
@@ -107,14 +108,6 @@ class _Batch:
 _END = object()  # closes a queue: everything before it is finished first
 
 
-def spike_params(settings: Settings) -> SpikeParams:
-    return SpikeParams(
-        alpha=settings.spike_alpha, ratio=settings.spike_ratio, threshold=settings.spike_threshold,
-        min_volume=settings.spike_min_volume, warmup_windows=settings.spike_warmup_windows,
-        cooldown_windows=settings.spike_cooldown_windows,
-    )
-
-
 class Worker:
     def __init__(
         self, settings: Settings, scorer: stages.Scorer, engine: Engine, bootstrap: str,
@@ -144,10 +137,14 @@ class Worker:
         self._in_flight_changed = threading.Condition()
         self._durable_offsets: dict[tuple[str, int], int] = {}  # next offset per partition, batch durable
         self._producer: Producer | None = None
+        self._touched_partitions = 0  # of settings.touched_topic; 0: no detector is told
 
     def run(self) -> WorkerStats:
         consumer = Consumer(consumer_config(self.bootstrap, self.group_id))
         self._producer = Producer(producer_config(self.bootstrap))
+        if self.settings.touched_topic:
+            ensure_topics(self.bootstrap, [self.settings.touched_topic], self.settings.topic_partitions)
+            self._touched_partitions = partition_count(self._producer, self.settings.touched_topic)
         consumer.subscribe(self.settings.input_topics, on_revoke=self._on_revoke)
         log.info("worker %s consuming %s (model %s)", self.group_id, self.settings.input_topics,
                  self.scorer.version)
@@ -236,6 +233,11 @@ class Worker:
         stored = self._durably(self.sink.flush)
         clock.append(time.perf_counter())
         batch.seconds |= {name: clock[i + 1] - clock[i] for i, name in enumerate(("dead_letters", "database"))}
+        if self._touched_partitions:
+            touched = stages.touched_windows(batch.columns, self.settings.window_seconds,
+                                             tuple(self.settings.spike_dimensions))
+            send_touched(producer, self.settings.touched_topic, self._touched_partitions, self.settings.trend_series,
+                         touched)
         self._account(batch, stored)
         # The batch is durable: its offsets may be committed. The consuming thread commits them (the
         # client serialises its calls, so a commit from here would wait on that thread's poll).
@@ -338,30 +340,3 @@ def _log_dead(dead: list[DeadLetter]) -> None:
     for item in dead[:5]:  # the reason never quotes the input (pydantic errors without input)
         log.info("dead letter (%s): %s", item.stage, item.reason, extra={
             "kafka_topic": item.raw.topic, "kafka_partition": item.raw.partition, "kafka_offset": item.raw.offset})
-
-
-class AlertLoop(threading.Thread):
-    """Detection over closed windows and webhook delivery, every `detect_interval_s`."""
-
-    def __init__(self, settings: Settings, engine: Engine, stop: threading.Event):
-        super().__init__(name="alert-loop", daemon=True)
-        self.settings = settings
-        self.engine = engine
-        self.stop_event = stop
-        self.routes = build_routes(settings.webhook_url_list, settings.webhook_routes, settings.webhook_policy)
-
-    def run_once(self) -> tuple[list[int], int]:
-        s = self.settings
-        touched = run_detection(self.engine, spike_params(s), s.allowed_lateness_s, s.window_seconds,
-                                self.routes, series=s.trend_series, dimensions=tuple(s.spike_dimensions),
-                                overrides=s.spike_overrides)
-        delivered = deliver_due(self.engine, s.webhook_secret_list, s.webhook_timeout_s,
-                                s.webhook_max_attempts, s.webhook_backoff_s, policy=s.webhook_policy)
-        return touched, delivered
-
-    def run(self) -> None:
-        while not self.stop_event.wait(self.settings.detect_interval_s):
-            try:
-                self.run_once()
-            except Exception:  # noqa: BLE001 - keep the loop alive; the next pass retries
-                log.exception("alert loop pass failed; retrying")

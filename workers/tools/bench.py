@@ -194,7 +194,8 @@ def measure_e2e(
     latency_seconds > 0, produce-to-durable latency at a steady offered load of half that rate."""
     topic = f"bench-{run_id}"
     s = settings.model_copy(update={"social_topic": topic, "news_topic": f"bench-news-{run_id}",
-                                    "dead_letter_topic": f"bench-dlq-{run_id}", "trend_series": f"bench-{run_id}"})
+                                    "dead_letter_topic": f"bench-dlq-{run_id}", "trend_series": f"bench-{run_id}",
+                                    "touched_topic": f"bench-windows-{run_id}"})
     ensure_topics(bootstrap, [*s.input_topics, s.dead_letter_topic], s.topic_partitions)
     produce(bootstrap, topic, values, total=len(values))
     collector = _Collector()
@@ -234,7 +235,8 @@ def measure_e2e_processes(settings: Settings, engine: Engine, bootstrap: str, da
     """msgs/s of `finsentry worker --processes N --zero-cost-model`: from the start of production (the
     workers are already assigned their partitions) to the last trend count in Postgres."""
     names = {"social_topic": f"bench-{processes}p-{run_id}", "news_topic": f"bench-{processes}p-news-{run_id}",
-             "dead_letter_topic": f"bench-{processes}p-dlq-{run_id}", "trend_series": f"bench-{processes}p-{run_id}"}
+             "dead_letter_topic": f"bench-{processes}p-dlq-{run_id}", "trend_series": f"bench-{processes}p-{run_id}",
+             "touched_topic": f"bench-{processes}p-windows-{run_id}"}
     ensure_topics(bootstrap, [names["social_topic"], names["news_topic"], names["dead_letter_topic"]],
                   settings.topic_partitions)
     port = free_ports(processes)
@@ -242,7 +244,7 @@ def measure_e2e_processes(settings: Settings, engine: Engine, bootstrap: str, da
     env |= {f"FINSENTRY_{k.upper()}": v for k, v in names.items()}
     env |= {"FINSENTRY_MICRO_BATCH_SIZE": str(settings.micro_batch_size), "FINSENTRY_LOG_FORMAT": "text"}
     parent = subprocess.Popen([sys.executable, "-m", "finsentry.cli", "worker", "--processes", str(processes),
-                               "--zero-cost-model", "--group", f"bench-{processes}p-{run_id}"], env=env,
+                               "--zero-cost-model", "--no-detector", "--group", f"bench-{processes}p-{run_id}"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait(lambda: all(ready(port + i) for i in range(processes)), 180)
@@ -406,7 +408,7 @@ def remove_bench_rows(engine: Engine, run_id: str) -> int:
     with engine.begin() as conn:
         removed = conn.execute(text("DELETE FROM classified_messages WHERE source = 'bench' AND external_id LIKE :p"),
                                {"p": pattern}).rowcount
-        for table in ("trend_windows", "spike_state", "backfill_seen"):
+        for table in ("trend_windows", "spike_state", "backfill_seen", "ingest_progress"):
             conn.execute(text(f"DELETE FROM {table} WHERE series LIKE :p"), {"p": pattern})
     return int(removed)
 

@@ -2,8 +2,8 @@
 
 About 2,000 real tweets are replayed over 30 simulated minutes of event time, plus a burst of real
 bearish tweets that the model puts in one topic, three minutes long. The worker classifies them,
-trends roll up in Postgres, the detector opens an alert on the burst, and a local receiver gets the
-signed webhook.
+trends roll up in Postgres, the faust detector (its own process, as `finsentry worker` starts it) opens
+an alert on the burst, a local receiver gets the signed webhook, and the alerts topic gets the event.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from sqlalchemy import Engine, func, select
 
 from config.settings import Settings
@@ -27,7 +28,8 @@ from models.dataset import SENTIMENT_DIR, TOPIC_DIR, read_labelled_csv
 from schemas.tables import alert_deliveries, alerts, classified_messages, trend_windows
 from workers.alerting.receiver import WebhookReceiver
 from workers.ingest.kafka_io import ensure_topics
-from workers.ingest.worker import AlertLoop, Worker
+from workers.ingest.processes import start_detector, stop_child
+from workers.ingest.worker import Worker
 from workers.services.db import make_engine, migrate
 from workers.services.embedded import services
 from workers.tools.replay import produce
@@ -105,6 +107,9 @@ def run_demo(settings: Settings, classifier: Classifier, timeout_s: float = 420.
                 # Topics of its own: a worker already running on the shared local stack never sees the demo.
                 "news_topic": f"finsentry-demo-{plan.run_id}.news", "social_topic": f"finsentry-demo-{plan.run_id}.social",
                 "dead_letter_topic": f"finsentry-demo-{plan.run_id}.dead-letter",
+                "touched_topic": f"finsentry-demo-{plan.run_id}.windows",
+                "alerts_topic": f"finsentry-demo-{plan.run_id}.alerts",
+                "detector_app_id": f"finsentry-demo-{plan.run_id}-detector",
                 # The demo's stream is thin (about 5 messages a minute in the burst topic before the
                 # burst), so the detector reads smaller windows and warms up sooner than in production.
                 "spike_min_volume": 4, "spike_warmup_windows": 5, "spike_dimensions": ["topic"],
@@ -114,12 +119,11 @@ def run_demo(settings: Settings, classifier: Classifier, timeout_s: float = 420.
             })
             stop = threading.Event()
             worker = Worker(demo_settings, classifier, engine, bootstrap, stop=stop)
-            threads = [threading.Thread(target=worker.run, name="worker", daemon=True),
-                       AlertLoop(demo_settings, engine, stop)]
+            thread = threading.Thread(target=worker.run, name="worker", daemon=True)
             ensure_topics(bootstrap, [*demo_settings.input_topics, demo_settings.dead_letter_topic],
                           settings.topic_partitions)
-            for thread in threads:
-                thread.start()
+            detector = start_detector(demo_settings, bootstrap, database_url)
+            thread.start()
             for kind, topic in (("news", demo_settings.news_topic), ("social", demo_settings.social_topic)):
                 values = [json.dumps(m).encode() for k, m in plan.messages if k == kind]
                 produce(bootstrap, topic, values, total=len(values))
@@ -131,14 +135,31 @@ def run_demo(settings: Settings, classifier: Classifier, timeout_s: float = 420.
             time.sleep(3 * demo_settings.detect_interval_s)
             _wait_until(lambda: _outbox_drained(engine, plan.series), min(deadline, time.monotonic() + 60))
             delivered = len(receiver.events)
+            published = _count_records(bootstrap, demo_settings.alerts_topic, delivered)
             stop.set()
-            for thread in threads:
-                thread.join(30)
+            thread.join(30)
+            stop_child(detector)
             summary = _summarise(engine, plan, classified, classifier.version, started)
             summary["webhook_deliveries"] = delivered
+            summary["alerts_topic_records"] = published
             _print_report(engine, plan, receiver)
         engine.dispose()
     return summary
+
+
+def _count_records(bootstrap: str, topic: str, expected: int, timeout_s: float = 20.0) -> int:
+    """Records on the alerts topic, read from the start of every partition (until `expected` or the
+    timeout). Partitions are assigned, not joined as a group: nothing to rebalance, nothing committed."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-reader", "enable.auto.commit": False})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    count, deadline = 0, time.monotonic() + timeout_s
+    try:
+        while count < expected and time.monotonic() < deadline:
+            count += sum(1 for m in consumer.consume(100, 0.5) if not m.error())
+    finally:
+        consumer.close()
+    return count
 
 
 def _wait_until(condition: Callable[[], bool], deadline: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import timedelta
 
@@ -167,3 +168,77 @@ def test_refused_targets_get_nothing_and_redirects_are_not_followed(engine, uniq
     assert by_url[targets[2]].status == "pending" and by_url[targets[2]].last_status_code == 307
     inner.server.shutdown()
     redirector.shutdown()
+
+
+def test_one_event_id_per_alert_event_for_every_receiver_and_the_alerts_topic(broker, engine, unique):  # type: ignore[no-untyped-def]
+    from confluent_kafka import Producer
+
+    from tests.integration.helpers import read_topic
+    from workers.alerting.routing import build_routes
+    from workers.ingest.kafka_io import ensure_topics, producer_config
+
+    series, topic = f"events-{unique}", f"alerts-{unique}"
+    first, second = Receiver(statuses=[]), Receiver(statuses=[])
+    shares = [0.15, 0.18, 0.12, 0.16, 0.14, 0.15, 0.17, 0.13, 0.16, 0.15, 0.7, 0.75, 0.15, 0.1, 0.15, 0.2, 0.15]
+    insert_windows(engine, series, "Macro", shares)
+    touched = run_detection(engine, SpikeParams(warmup_windows=5), allowed_lateness_s=120, window_seconds=60,
+                            routes=build_routes([first.url, second.url], []), series=series, alerts_topic=topic)
+    assert len(touched) == 2  # opened, resolved
+    ensure_topics(broker.bootstrap, [topic], 2)
+    producer = Producer(producer_config(broker.bootstrap))
+    assert deliver_due(engine, [SECRET], timeout_s=5, max_attempts=5, base_backoff_s=0.0, policy=LOCAL) == 4
+    assert scalar(engine, "SELECT count(*) FROM alert_deliveries WHERE endpoint_url = :u AND status = 'pending'",
+                  u=f"kafka:{topic}") == 2  # without a producer, the topic's rows wait for a deliverer that has one
+    assert deliver_due(engine, [SECRET], timeout_s=5, max_attempts=5, base_backoff_s=0.0, policy=LOCAL,
+                       producer=producer) == 2
+    records = read_topic(broker.bootstrap, topic, f"read-{unique}", expected=2)
+    published = {(e := json.loads(m.value())).pop("event_id"): e for m in records}
+    assert dict(first.received) == dict(second.received) == published  # same ids, same payloads
+    assert {m.key().decode() for m in records} == {"topic:Macro"}
+    first.server.shutdown()
+    second.server.shutdown()
+
+
+def test_a_window_is_closed_only_when_every_active_partition_has_passed_it(engine, unique):  # type: ignore[no-untyped-def]
+    from workers.alerting.detector import closed_before
+
+    series = f"watermark-{unique}"
+    insert_windows(engine, series, "Macro", [0.1] * 30)  # trends up to T0 + 29 min
+    progress = "INSERT INTO ingest_progress (series, topic, partition, window_start, updated_at) " \
+               "VALUES (:s, 'social', :p, :w, now() - make_interval(secs => :age))"
+    with engine.begin() as conn:
+        assert closed_before(conn, series, "topic", 120, 120) == T0 + timedelta(minutes=27)  # no progress: newest
+        conn.execute(text(progress), {"s": series, "p": 0, "w": T0 + timedelta(minutes=29), "age": 0})
+        conn.execute(text(progress), {"s": series, "p": 1, "w": T0 + timedelta(minutes=12), "age": 5})
+        assert closed_before(conn, series, "topic", 120, 120) == T0 + timedelta(minutes=10)  # partition 1 is behind
+        conn.execute(text(progress), {"s": series, "p": 2, "w": T0 + timedelta(minutes=3), "age": 600})
+        assert closed_before(conn, series, "topic", 120, 120) == T0 + timedelta(minutes=10)  # 2 is idle: ignored
+        conn.execute(text("UPDATE ingest_progress SET updated_at = now() - interval '1 hour' WHERE series = :s"),
+                     {"s": series})
+        assert closed_before(conn, series, "topic", 120, 120) == T0 + timedelta(minutes=27)  # all idle: the newest
+
+
+def test_stepping_a_key_again_or_at_once_changes_nothing(engine, unique):  # type: ignore[no-untyped-def]
+    from workers.alerting.detector import Detection, step_key
+
+    series = f"step-{unique}"
+    insert_windows(engine, series, "Politics", [0.1] * 10 + [0.9] * 4)
+    detection = Detection(SpikeParams(warmup_windows=5), 60, [])
+    closed = T0 + timedelta(minutes=12)
+    results: list[tuple[list[int], object]] = []
+
+    def once() -> None:
+        with engine.begin() as conn:
+            results.append(step_key(conn, detection, series, "topic", "Politics", closed))
+
+    threads = [threading.Thread(target=once) for _ in range(4)]  # four owners during a rebalance
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    once()  # a repeated "window touched" event
+    assert sorted(len(ids) for ids, _ in results) == [0, 0, 0, 0, 1]
+    assert [last for _, last in results].count(T0 + timedelta(minutes=11)) == 1  # one stepped windows 0-11
+    assert scalar(engine, "SELECT count(*) FROM alerts WHERE series = :s", s=series) == 1
+    assert scalar(engine, "SELECT last_window_start FROM spike_state WHERE series = :s", s=series) == \
+        T0 + timedelta(minutes=11)

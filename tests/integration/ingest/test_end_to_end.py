@@ -1,22 +1,25 @@
-"""The whole path: messages in the broker -> worker -> trends -> detector -> a signed webhook received once."""
+"""The whole path: messages in the broker -> worker -> trends and "window touched" events -> the faust
+detector -> a signed webhook received once, and the same event on the alerts topic."""
 
 from __future__ import annotations
 
-import threading
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from tests.integration.faults import DetectorProcess
 from tests.integration.helpers import (
     SECRET,
     Receiver,
     RunningWorker,
+    read_topic,
     scalar,
     send,
     setup_topics,
     wait_for,
 )
-from workers.ingest.worker import AlertLoop
+from workers.ingest.processes import detector_env
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +30,7 @@ GRIM = ["Shares crash as the company warns it may file for bankruptcy",
         "Company slashes guidance, shares tumble to a ten-year low"]
 
 
-def test_a_negative_burst_reaches_the_receiver_once(broker, engine, classifier, settings, unique):  # type: ignore[no-untyped-def]
+def test_a_negative_burst_reaches_the_receiver_once(broker, engine, classifier, settings, unique, tmp_path):  # type: ignore[no-untyped-def]
     receiver = Receiver(statuses=[])
     source = f"e2e-{unique}"
     s = settings.model_copy(update={
@@ -46,14 +49,15 @@ def test_a_negative_burst_reaches_the_receiver_once(broker, engine, classifier, 
     setup_topics(broker.bootstrap, s)
     send(broker.bootstrap, s.social_topic, messages)
 
-    stop = threading.Event()
-    alert_loop = AlertLoop(s, engine, stop)
-    with RunningWorker(s, classifier, engine, broker.bootstrap) as running:
-        alert_loop.start()
-        wait_for(lambda: running.worker.stats.consumed == len(messages), what="every message consumed")
-        wait_for(lambda: len(receiver.received) >= 1, timeout_s=30, what="the alert webhook")
-        stop.set()
-        alert_loop.join(10)
+    database_url = engine.url.render_as_string(hide_password=False)
+    detector = DetectorProcess(detector_env(s, broker.bootstrap, database_url), tmp_path).start()
+    try:
+        with RunningWorker(s, classifier, engine, broker.bootstrap) as running:
+            wait_for(lambda: running.worker.stats.consumed == len(messages), what="every message consumed")
+            wait_for(lambda: len(receiver.received) >= 1, timeout_s=90, what="the alert webhook")
+            records = read_topic(broker.bootstrap, s.alerts_topic, f"alerts-{unique}", expected=1, timeout_s=60)
+    finally:
+        detector.stop()
 
     assert scalar(engine, "SELECT sum(n_messages) FROM trend_windows WHERE series = :s AND dimension = 'source'",
                   s=s.trend_series) == len(messages)
@@ -66,3 +70,7 @@ def test_a_negative_burst_reaches_the_receiver_once(broker, engine, classifier, 
     assert alert["observed_negative_share"] > 0.8
     assert any(t["text"] in GRIM for t in alert["top_negative"])
     receiver.server.shutdown()
+    # The same event on the alerts topic: the webhook's payload plus event_id = its webhook-id.
+    events = {(e := json.loads(m.value())).pop("event_id"): e for m in records}
+    webhook_id = next(wid for wid, p in receiver.received if p["type"] == "alert.opened")
+    assert events[webhook_id] == alert

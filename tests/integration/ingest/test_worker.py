@@ -176,3 +176,34 @@ def test_overlapped_batches_commit_offsets_in_order_and_only_once_durable(broker
     assert overlap >= 2  # the stages did overlap
     assert sum(committed_offsets(broker.bootstrap, settings.consumer_group).values()) == 96
     assert count_rows(engine, unique) == 96 and topic_total(engine, settings.trend_series) == 96
+
+
+def test_committed_batches_tell_the_detector_which_windows_they_touched(broker, engine, classifier, settings,
+                                                                        unique):  # type: ignore[no-untyped-def]
+    from workers.ingest.kafka_io import key_partition
+
+    setup_topics(broker.bootstrap, settings)
+    messages = posts(30, unique, minutes_ago=10)  # one a second: windows of the last 10 minutes
+    send(broker.bootstrap, settings.social_topic, messages)
+    with RunningWorker(settings, classifier, engine, broker.bootstrap) as running:
+        wait_for(lambda: running.worker.stats.consumed == 30, what="30 records consumed")
+
+    with engine.connect() as conn:
+        windows = {(r.dimension, r.key, r.window_start.isoformat()) for r in conn.execute(text(
+            "SELECT dimension, key, window_start FROM trend_windows WHERE series = :s AND dimension IN ('topic', "
+            "'ticker')"), {"s": settings.trend_series})}
+        progress = conn.execute(text("SELECT topic, partition, window_start FROM ingest_progress WHERE series = :s"),
+                                {"s": settings.trend_series}).all()
+        newest = scalar(engine, "SELECT max(window_start) FROM trend_windows WHERE series = :s",
+                        s=settings.trend_series)
+    records = read_topic(broker.bootstrap, settings.touched_topic, f"touched-{unique}", expected=len(windows),
+                         timeout_s=30)
+    events = [json.loads(m.value()) for m in records]
+    # Each touched (dimension, key, window) of a watched dimension, at least once, on its key's partition.
+    assert {(e["dimension"], e["key"], e["window_start"]) for e in events} == windows
+    assert all(e["series"] == settings.trend_series for e in events)
+    assert all(m.partition() == key_partition(m.key().decode(), settings.topic_partitions) for m in records)
+    assert all(m.key().decode() == f"{e['dimension']}:{e['key']}" for m, e in zip(records, events))
+    # The same transactions recorded how far event time got on each input partition that had messages.
+    assert {(t, p) for t, p, _ in progress} <= {(settings.social_topic, p) for p in range(settings.topic_partitions)}
+    assert max(w for _, _, w in progress) == newest

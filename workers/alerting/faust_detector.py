@@ -1,0 +1,173 @@
+"""The spike detector as a faust app: keyed "window touched" events in, alerts out.
+
+Workers publish one event per (dimension, key, window) a committed batch wrote, keyed "dimension:key"
+(`touched_topic`). Partitions give ownership: the detector instance that is assigned a partition decides
+for the keys on it, so detection scales out with partitions and needs no global lock.
+
+- The agent reads the events. Each one records its key in the `detector-keys` table (newest window seen,
+  last window stepped: a cache, changelogged by faust) and, when windows of that key have closed, steps it.
+- A timer, every `detect_interval_s`: when the watermark has moved (windows closed without new events), it
+  asks Postgres which owned keys have windows among the newly closed ones not yet stepped, and steps them;
+  after a start or a rebalance it asks about every owned key. Then it delivers due webhooks and
+  `finsentry.alerts` records.
+
+Postgres is the source of truth. `step_key` reads each key's state and last stepped window under a per-key
+lock and commits the alert, its outbox rows and the new state together, so a lost, repeated or replayed
+event, a killed detector or two owners during a rebalance change no result. The table is not trusted for
+decisions: a faust table recovered after a kill -9 on the embedded broker was found missing updates.
+
+faust runs here as a library (`faust.Worker`), with its options passed from Settings; its command line
+(click) is not used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import faust
+from confluent_kafka import Producer
+from sqlalchemy import Engine
+
+from config.settings import Settings
+from workers.alerting.delivery import deliver_due
+from workers.alerting.detector import Detection, closed_before, pending_keys, spike_params, step_key
+from workers.alerting.routing import build_routes
+from workers.ingest.kafka_io import ensure_topics, key_partition, partition_count, producer_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Detector:
+    """The blocking side of the app (Postgres, webhooks), run on worker threads by the async side."""
+
+    settings: Settings
+    engine: Engine
+    producer: Producer
+    partitions: int  # of the touched topic
+    detection: Detection = field(init=False)
+    closed: dict[str, datetime] = field(default_factory=dict)  # per dimension: windows before it are closed
+    closed_at: float = 0.0  # time.monotonic() of the last watermark read
+    steps: int = 0  # keys stepped since the start
+    alerts: int = 0  # alerts opened or resolved since the start
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.detection = Detection(spike_params(s), s.window_seconds,
+                                   build_routes(s.webhook_url_list, s.webhook_routes, s.webhook_policy),
+                                   s.spike_overrides, s.alerts_topic)
+
+    def refresh_watermark(self, max_age_s: float = 0.0) -> None:
+        """Re-read the closed-window boundary, unless it was read within max_age_s."""
+        if time.monotonic() - self.closed_at < max_age_s:
+            return
+        s = self.settings
+        with self.engine.connect() as conn:
+            self.closed = {d: c for d in s.spike_dimensions
+                           if (c := closed_before(conn, s.trend_series, d, s.allowed_lateness_s, s.watermark_idle_s))}
+        self.closed_at = time.monotonic()
+
+    def step(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
+        """Step each (dimension, key) through its closed windows; return the last window stepped of each."""
+        stepped: dict[tuple[str, str], str | None] = {}
+        for dimension, key in keys:
+            if dimension not in self.closed:
+                continue
+            with self.engine.begin() as conn:
+                touched, last = step_key(conn, self.detection, self.settings.trend_series, dimension, key,
+                                         self.closed[dimension])
+            self.steps += 1
+            self.alerts += len(touched)
+            stepped[(dimension, key)] = last.isoformat() if last else None
+        return stepped
+
+    def sweep(self, owned: set[int], since: dict[str, datetime] | None) -> int:
+        """Step every owned key with closed windows not stepped yet (among the windows from since[dimension]
+        on, when given); return how many keys were stepped."""
+        with self.engine.connect() as conn:
+            keys = pending_keys(conn, self.settings.trend_series, tuple(self.settings.spike_dimensions), self.closed,
+                                since)
+        mine = [(d, k) for d, k in keys if key_partition(f"{d}:{k}", self.partitions) in owned]
+        self.step(mine)
+        return len(mine)
+
+    def deliver(self) -> int:
+        s = self.settings
+        return deliver_due(self.engine, s.webhook_secret_list, s.webhook_timeout_s, s.webhook_max_attempts,
+                           s.webhook_backoff_s, policy=s.webhook_policy, producer=self.producer)
+
+
+def build_app(settings: Settings, bootstrap: str, engine: Engine) -> faust.App:
+    s = settings
+    ensure_topics(bootstrap, [s.touched_topic] + ([s.alerts_topic] if s.alerts_topic else []), s.topic_partitions)
+    producer = Producer(producer_config(bootstrap))
+    detector = Detector(s, engine, producer, partition_count(producer, s.touched_topic))
+    datadir = s.data_dir / "faust" / s.detector_app_id  # faust makes it even with memory tables
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        s.detector_app_id,
+        env={},  # every option below comes from Settings; faust reads nothing from the environment
+        datadir=str(datadir),
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        broker_session_timeout=s.detector_session_timeout_s,
+        topic_partitions=detector.partitions,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        autodiscover=False,
+    )
+    touched = app.topic(s.touched_topic, key_serializer="raw", value_serializer="json",
+                        partitions=detector.partitions)
+    table = app.Table("detector-keys", default=dict, partitions=detector.partitions, key_type=str)
+    swept: dict[str, Any] = {"owned": set(), "closed": {}}  # what the last sweep saw
+
+    @app.agent(touched)
+    async def on_touched(stream: faust.StreamT[Any]) -> None:
+        async for key_bytes, event in stream.items():
+            if event.get("series") != s.trend_series or event.get("dimension") not in s.spike_dimensions:
+                continue
+            dimension, key, window = event["dimension"], event["key"], event["window_start"]
+            name = key_bytes.decode()
+            entry = dict(table[name])
+            entry["newest_seen"] = max(entry.get("newest_seen", window), window)
+            await asyncio.to_thread(detector.refresh_watermark, s.detect_interval_s)
+            closed, last = detector.closed.get(dimension), entry.get("last_stepped")
+            if closed is not None and datetime.fromisoformat(window) < closed \
+                    and (last is None or datetime.fromisoformat(window) > datetime.fromisoformat(last)):
+                # a closed window of this key (late data, a replay, a slow partition): step it now
+                try:
+                    stepped = await asyncio.to_thread(detector.step, [(dimension, key)])
+                    entry["last_stepped"] = stepped.get((dimension, key)) or last
+                except Exception:  # noqa: BLE001 - Postgres away: the next sweep looks at every owned key
+                    log.exception("stepping %s failed; the next sweep takes it", name)
+                    swept["owned"] = set()
+            table[name] = entry
+
+    @app.timer(interval=s.detect_interval_s)
+    async def sweep() -> None:
+        owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == s.touched_topic}
+        try:
+            await asyncio.to_thread(detector.refresh_watermark)
+            if owned and (detector.closed != swept["closed"] or owned != swept["owned"]):
+                # After a start or a rebalance every owned key is looked at; then the newly closed windows.
+                since = swept["closed"] if owned == swept["owned"] else None
+                stepped = await asyncio.to_thread(detector.sweep, owned, since)
+                log.info("detector sweep: %d keys stepped (partitions %s); since start: %d steps, %d alert events",
+                         stepped, sorted(owned), detector.steps, detector.alerts)
+                swept.update(owned=owned, closed=dict(detector.closed))
+            await asyncio.to_thread(detector.deliver)
+        except Exception:  # noqa: BLE001 - Postgres or the broker away: the next tick tries again
+            log.exception("detector sweep failed; retrying in %.1f s", s.detect_interval_s)
+
+    return app
+
+
+def run(settings: Settings, bootstrap: str, engine: Engine) -> None:
+    """Run the detector until SIGINT/SIGTERM."""
+    app = build_app(settings, bootstrap, engine)
+    faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
