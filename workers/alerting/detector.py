@@ -70,6 +70,12 @@ def closed_before(conn: Connection, series: str, dimension: str, allowed_latenes
     return None if reached is None else reached - timedelta(seconds=allowed_lateness_s)
 
 
+def closed_by_dimension(conn: Connection, series: str, dimensions: tuple[str, ...] | list[str],
+                        allowed_lateness_s: int, idle_s: float) -> dict[str, datetime]:
+    """`closed_before` of each dimension that has windows."""
+    return {d: c for d in dimensions if (c := closed_before(conn, series, d, allowed_lateness_s, idle_s)) is not None}
+
+
 @dataclass(frozen=True)
 class Detection:
     """What step_key needs besides the key: the parameters and where alerts go."""
@@ -152,8 +158,7 @@ def run_detection(
     resolved."""
     detection = Detection(params, window_seconds, routes, overrides or {}, alerts_topic)
     with engine.connect() as conn:
-        closed = {d: c for d in dimensions
-                  if (c := closed_before(conn, series, d, allowed_lateness_s, idle_s)) is not None}
+        closed = closed_by_dimension(conn, series, dimensions, allowed_lateness_s, idle_s)
         keys = pending_keys(conn, series, dimensions, closed)
     touched: list[int] = []
     for dimension, key in keys:

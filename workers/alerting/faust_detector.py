@@ -4,8 +4,9 @@ Workers publish one event per (dimension, key, window) a committed batch wrote, 
 (`touched_topic`). Partitions give ownership: the detector instance that is assigned a partition decides
 for the keys on it, so detection scales out with partitions and needs no global lock.
 
-- The agent reads the events. Each one records its key in the `detector-keys` table (newest window seen,
-  last window stepped: a cache, changelogged by faust) and, when windows of that key have closed, steps it.
+- The agent reads the events. When an event's window has closed and is newer than the last window the
+  agent stepped for that key (the `detector-last-stepped` table: a cache, changelogged by faust), it
+  steps the key.
 - A timer, every `detect_interval_s`: when the watermark has moved (windows closed without new events), it
   asks Postgres which owned keys have windows among the newly closed ones not yet stepped, and steps them;
   after a start or a rebalance it asks about every owned key. Then it delivers due webhooks and
@@ -14,7 +15,8 @@ for the keys on it, so detection scales out with partitions and needs no global 
 Postgres is the source of truth. `step_key` reads each key's state and last stepped window under a per-key
 lock and commits the alert, its outbox rows and the new state together, so a lost, repeated or replayed
 event, a killed detector or two owners during a rebalance change no result. The table is not trusted for
-decisions: a faust table recovered after a kill -9 on the embedded broker was found missing updates.
+decisions (a faust table recovered after a kill -9 on the embedded broker was found missing updates): a
+stale entry only makes the agent step a key again, which finds nothing new.
 
 faust runs here as a library (`faust.Worker`), with its options passed from Settings; its command line
 (click) is not used.
@@ -35,7 +37,7 @@ from sqlalchemy import Engine
 
 from config.settings import Settings
 from workers.alerting.delivery import deliver_due
-from workers.alerting.detector import Detection, closed_before, pending_keys, spike_params, step_key
+from workers.alerting.detector import Detection, closed_by_dimension, pending_keys, spike_params, step_key
 from workers.alerting.routing import build_routes
 from workers.ingest.kafka_io import ensure_topics, key_partition, partition_count, producer_config
 
@@ -68,23 +70,20 @@ class Detector:
             return
         s = self.settings
         with self.engine.connect() as conn:
-            self.closed = {d: c for d in s.spike_dimensions
-                           if (c := closed_before(conn, s.trend_series, d, s.allowed_lateness_s, s.watermark_idle_s))}
+            self.closed = closed_by_dimension(conn, s.trend_series, s.spike_dimensions, s.allowed_lateness_s,
+                                              s.watermark_idle_s)
         self.closed_at = time.monotonic()
 
-    def step(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
-        """Step each (dimension, key) through its closed windows; return the last window stepped of each."""
-        stepped: dict[tuple[str, str], str | None] = {}
-        for dimension, key in keys:
-            if dimension not in self.closed:
-                continue
-            with self.engine.begin() as conn:
-                touched, last = step_key(conn, self.detection, self.settings.trend_series, dimension, key,
-                                         self.closed[dimension])
-            self.steps += 1
-            self.alerts += len(touched)
-            stepped[(dimension, key)] = last.isoformat() if last else None
-        return stepped
+    def step(self, dimension: str, key: str) -> datetime | None:
+        """Step one key through its closed windows; return the last window stepped (None: nothing new)."""
+        if dimension not in self.closed:
+            return None
+        with self.engine.begin() as conn:
+            touched, last = step_key(conn, self.detection, self.settings.trend_series, dimension, key,
+                                     self.closed[dimension])
+        self.steps += 1
+        self.alerts += len(touched)
+        return last
 
     def sweep(self, owned: set[int], since: dict[str, datetime] | None) -> int:
         """Step every owned key with closed windows not stepped yet (among the windows from since[dimension]
@@ -93,7 +92,8 @@ class Detector:
             keys = pending_keys(conn, self.settings.trend_series, tuple(self.settings.spike_dimensions), self.closed,
                                 since)
         mine = [(d, k) for d, k in keys if key_partition(f"{d}:{k}", self.partitions) in owned]
-        self.step(mine)
+        for dimension, key in mine:
+            self.step(dimension, key)
         return len(mine)
 
     def deliver(self) -> int:
@@ -123,7 +123,8 @@ def build_app(settings: Settings, bootstrap: str, engine: Engine) -> faust.App:
     )
     touched = app.topic(s.touched_topic, key_serializer="raw", value_serializer="json",
                         partitions=detector.partitions)
-    table = app.Table("detector-keys", default=dict, partitions=detector.partitions, key_type=str)
+    # Per key, the last window the agent stepped (ISO time): lets it skip events of windows already stepped.
+    table = app.Table("detector-last-stepped", default=lambda: None, partitions=detector.partitions, key_type=str)
     swept: dict[str, Any] = {"owned": set(), "closed": {}}  # what the last sweep saw
 
     @app.agent(touched)
@@ -133,20 +134,18 @@ def build_app(settings: Settings, bootstrap: str, engine: Engine) -> faust.App:
                 continue
             dimension, key, window = event["dimension"], event["key"], event["window_start"]
             name = key_bytes.decode()
-            entry = dict(table[name])
-            entry["newest_seen"] = max(entry.get("newest_seen", window), window)
             await asyncio.to_thread(detector.refresh_watermark, s.detect_interval_s)
-            closed, last = detector.closed.get(dimension), entry.get("last_stepped")
+            closed, last = detector.closed.get(dimension), table[name]
             if closed is not None and datetime.fromisoformat(window) < closed \
                     and (last is None or datetime.fromisoformat(window) > datetime.fromisoformat(last)):
                 # a closed window of this key (late data, a replay, a slow partition): step it now
                 try:
-                    stepped = await asyncio.to_thread(detector.step, [(dimension, key)])
-                    entry["last_stepped"] = stepped.get((dimension, key)) or last
+                    stepped = await asyncio.to_thread(detector.step, dimension, key)
+                    if stepped is not None:
+                        table[name] = stepped.isoformat()
                 except Exception:  # noqa: BLE001 - Postgres away: the next sweep looks at every owned key
                     log.exception("stepping %s failed; the next sweep takes it", name)
                     swept["owned"] = set()
-            table[name] = entry
 
     @app.timer(interval=s.detect_interval_s)
     async def sweep() -> None:

@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from schemas.errors import RetryableError
-from workers.pipeline.stages import COLUMNS, Columns
+from workers.pipeline.stages import COLUMNS, Columns, Touched
 
 STAGING = "finsentry_staging"
 _COLS = ", ".join(COLUMNS)
@@ -37,7 +37,8 @@ _CREATE_STAGING = (
     f"SELECT {_COLS} FROM classified_messages WITH NO DATA"
 )
 
-# Trend deltas from the CTE `fresh` (the rows this statement inserted), added to trend_windows.
+# Trend deltas from the CTE `fresh` (the rows this statement inserted), added to trend_windows; the
+# statement returns how many rows were new and which (dimension, key, window) changed.
 _ADD_TRENDS = """
 keys AS (
     SELECT 'topic' AS dimension, topic AS key, window_start, sentiment, sentiment_score FROM fresh
@@ -56,9 +57,9 @@ added AS (
         n_messages = tw.n_messages + excluded.n_messages, n_negative = tw.n_negative + excluded.n_negative,
         n_neutral = tw.n_neutral + excluded.n_neutral, n_positive = tw.n_positive + excluded.n_positive,
         sum_score = tw.sum_score + excluded.sum_score, updated_at = now()
-    RETURNING 1
+    RETURNING dimension, key, window_start
 )
-SELECT (SELECT count(*) FROM fresh), (SELECT count(*) FROM added)
+SELECT (SELECT count(*) FROM fresh), array_agg(dimension), array_agg(key), array_agg(window_start) FROM added
 """
 
 _WINDOW = "date_bin(make_interval(secs => %(window_seconds)s), published_at, timestamptz 'epoch')"
@@ -105,6 +106,7 @@ class PostgresSink:
         self.window_seconds = window_seconds
         self.series = series
         self._batches: list[Columns] = []
+        self.touched: list[Touched] = []  # the trend windows the last flush added to
 
     def add(self, columns: Columns) -> None:
         if len(columns):
@@ -114,7 +116,7 @@ class PostgresSink:
         if not self._batches:
             return 0
         try:
-            inserted = write_batch(self.engine, self._batches, self.window_seconds, self.series)
+            inserted, self.touched = write_batches(self.engine, self._batches, self.window_seconds, self.series)
         except (DBAPIError, psycopg.Error) as err:
             if not _retryable(err):
                 raise
@@ -154,6 +156,13 @@ def write_batch(
 ) -> int:
     """Store new messages and add their trend deltas in one transaction; return how many were new.
     With store_messages=False (a backfill) only the series' seen keys and its trends are written."""
+    return write_batches(engine, batches, window_seconds, series, store_messages)[0]
+
+
+def write_batches(
+    engine: Engine, batches: list[Columns], window_seconds: int, series: str = "live", store_messages: bool = True,
+) -> tuple[int, list[Touched]]:
+    """`write_batch`, also returning the trend windows it added to (none when every message was seen before)."""
     params: dict[str, Any] = {"series": series, "window_seconds": window_seconds}
     with engine.begin() as conn:
         raw = conn.connection.driver_connection
@@ -164,4 +173,5 @@ def write_batch(
             cur.execute(_STORE_MESSAGES if store_messages else _COUNT_ONLY, params)
             row = cur.fetchone()
             assert row is not None
-    return int(row[0])
+    inserted, dimensions, keys, windows = row
+    return int(inserted), [Touched(d, k, w) for d, k, w in zip(dimensions or [], keys or [], windows or [], strict=True)]

@@ -8,9 +8,9 @@ While batch k is on the device, batch k+1 is decoded and tokenised and batch k-1
 queue blocks the stage before it, so a slow database pauses consumption (back-pressure).
 
 The at-least-once contract, per batch: (1) dead letters produced and acknowledged, (2) rows and trend
-deltas committed in one Postgres transaction, (3) Kafka offsets committed. After (2) the batch's
-"window touched" events go to the detector (`touched_topic`), without waiting: the detector reads the
-counts from Postgres, so a lost event only delays it until its next sweep. One writer thread does all
+deltas committed in one Postgres transaction, (3) Kafka offsets committed. After (2) a "window touched"
+event per trend window the transaction added to goes to the detector (`touched_topic`), without
+waiting: the detector reads the counts from Postgres, so a lost event only delays it until its next sweep. One writer thread does all
 three for one batch after another, so offsets are committed strictly in order and only after their
 batch is durable. A crash anywhere replays the uncommitted batches, and the sink's idempotency makes the
 replay change nothing. Before partitions are revoked, the batches in flight are finished and committed.
@@ -234,10 +234,9 @@ class Worker:
         clock.append(time.perf_counter())
         batch.seconds |= {name: clock[i + 1] - clock[i] for i, name in enumerate(("dead_letters", "database"))}
         if self._touched_partitions:
-            touched = stages.touched_windows(batch.columns, self.settings.window_seconds,
-                                             tuple(self.settings.spike_dimensions))
+            watched = [t for t in self.sink.touched if t.dimension in self.settings.spike_dimensions]
             send_touched(producer, self.settings.touched_topic, self._touched_partitions, self.settings.trend_series,
-                         touched)
+                         watched)
         self._account(batch, stored)
         # The batch is durable: its offsets may be committed. The consuming thread commits them (the
         # client serialises its calls, so a commit from here would wait on that thread's poll).

@@ -243,19 +243,8 @@ def aggregate_columns(columns: Columns, window_seconds: int) -> dict[tuple[str, 
 
 @dataclass(frozen=True)
 class Touched:
-    """A (dimension, key, window) a batch wrote to: what the workers tell the detector."""
+    """A (dimension, key, window) a batch added to: what the workers tell the detector."""
 
     dimension: str
     key: str
     window_start: datetime
-
-
-def touched_windows(columns: Columns, window_seconds: int, dimensions: tuple[str, ...]) -> list[Touched]:
-    """The distinct (dimension, key, window) of a batch, for the watched dimensions, in a stable order."""
-    seen: set[Touched] = set()
-    for i in range(len(columns)):
-        start = window_start(columns.published_at[i], window_seconds)
-        keys = [("topic", columns.topic[i]), ("source", columns.source[i])]
-        keys += [("ticker", t) for t in columns.tickers[i]]
-        seen.update(Touched(d, k, start) for d, k in keys if d in dimensions)
-    return sorted(seen, key=lambda t: (t.dimension, t.key, t.window_start))

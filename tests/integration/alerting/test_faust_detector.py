@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 from confluent_kafka import Producer
+from sqlalchemy import text
 
 from tests.integration.faults import DetectorProcess
 from tests.integration.helpers import T0, insert_windows, scalar, wait_for
@@ -44,15 +45,10 @@ def test_lost_and_repeated_touched_events_change_nothing(broker, engine, setting
                  timeout_s=90, what="every key stepped up to its last closed window")
     finally:
         detector.stop()
-    per_key = dict(scalar_rows(engine, "SELECT key, count(*) FROM alerts WHERE series = :s GROUP BY key",
-                               s=s.trend_series))
+    with engine.connect() as conn:
+        per_key = dict(conn.execute(text("SELECT key, count(*) FROM alerts WHERE series = :s GROUP BY key"),
+                                    {"s": s.trend_series}).tuples().all())
     assert per_key == {key: 1 for key in keys}  # one episode each, whether its events came 3 times or never
     assert scalar(engine, "SELECT count(DISTINCT window_start) FROM alerts WHERE series = :s",
                   s=s.trend_series) == 1  # and the same window for each
 
-
-def scalar_rows(engine, sql: str, **params: object) -> list[tuple[object, ...]]:  # type: ignore[no-untyped-def]
-    from sqlalchemy import text
-
-    with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(text(sql), params)]

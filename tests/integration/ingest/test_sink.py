@@ -144,3 +144,14 @@ def test_a_backfill_counts_its_series_once_and_leaves_the_messages(engine, class
     assert write_batch(engine, [columns, columns], 60, series, store_messages=False) == 0
     assert trends(engine, series) == reference(columns)
     assert scalar(engine, "SELECT count(*) FROM classified_messages WHERE external_id LIKE :p", p=f"{unique}-%") == 0
+
+
+def test_a_write_returns_the_trend_windows_it_added_to_and_a_replay_none(engine, classifier, unique):  # type: ignore[no-untyped-def]
+    from workers.ingest.sink import write_batches
+
+    series = f"sink-{unique}"
+    columns = columns_for(classifier, unique, 30)
+    inserted, touched = write_batches(engine, [columns], 60, series)
+    assert inserted == 30
+    assert sorted((t.dimension, t.key, t.window_start) for t in touched) == sorted(reference(columns))
+    assert write_batches(engine, [columns], 60, series) == (0, [])  # nothing new: the detector needs no news

@@ -140,27 +140,3 @@ def np_allclose(values, target) -> bool:  # type: ignore[no-untyped-def]
     import numpy as np
 
     return bool(np.allclose(values, target, atol=1e-5))
-
-
-def test_touched_windows_come_from_the_batch_columns() -> None:
-    import numpy as np
-
-    from workers.ingest.kafka_io import key_partition
-    from workers.pipeline import stages
-
-    t = datetime(2026, 1, 5, 9, 0, 30, tzinfo=timezone.utc)
-    columns = stages.Columns(
-        message_key=["s:1", "s:2", "s:3"], kind=["social"] * 3, source=["s"] * 3, external_id=["1", "2", "3"],
-        published_at=[t, t.replace(minute=1), t.replace(minute=3)], text=["a", "b", "c"], url=[None] * 3,
-        author=[None] * 3, language=["en"] * 3, topic=["Macro", "Macro", "Earnings"],
-        topic_prob=np.ones(3), sentiment=["neutral"] * 3, probs=np.full((3, 3), 1 / 3),
-        sentiment_score=np.zeros(3), tickers=[["AAPL"], [], ["AAPL", "TSLA"]], model_version="m",
-        kafka_topic=["social", "social", "news"], kafka_partition=[0, 0, 1], kafka_offset=[5, 6, 7])
-    touched = stages.touched_windows(columns, 60, ("topic", "ticker"))
-    minute = [t.replace(second=0, minute=m) for m in (0, 1, 3)]
-    assert touched == [stages.Touched("ticker", "AAPL", minute[0]), stages.Touched("ticker", "AAPL", minute[2]),
-                       stages.Touched("ticker", "TSLA", minute[2]), stages.Touched("topic", "Earnings", minute[2]),
-                       stages.Touched("topic", "Macro", minute[0]), stages.Touched("topic", "Macro", minute[1])]
-    assert stages.touched_windows(columns, 60, ("source",)) == [stages.Touched("source", "s", m) for m in minute]
-    assert {key_partition("topic:Macro", 4) for _ in range(3)} == {key_partition("topic:Macro", 4)}
-    assert len({key_partition(f"ticker:{i}", 4) for i in range(100)}) == 4
