@@ -47,7 +47,7 @@ def test_lost_and_repeated_touched_events_change_nothing(broker, engine, setting
         detector.stop()
     with engine.connect() as conn:
         per_key = dict(conn.execute(text("SELECT key, count(*) FROM alerts WHERE series = :s GROUP BY key"),
-                                    {"s": s.trend_series}).tuples().all())
+                                    {"s": s.trend_series}).all())
     assert per_key == {key: 1 for key in keys}  # one episode each, whether its events came 3 times or never
     assert scalar(engine, "SELECT count(DISTINCT window_start) FROM alerts WHERE series = :s",
                   s=s.trend_series) == 1  # and the same window for each
