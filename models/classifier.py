@@ -1,6 +1,6 @@
 """The serving classifier: loaded once, `predict(texts) -> list[Prediction]` under inference mode.
 
-The hot path is `encode(texts)` (tokenise, all cores) then `score_encoded(encoded)`: it sorts texts by
+The hot path is `encode(texts)` (tokenise, on the host) then `score_encoded(encoded)`: it sorts texts by
 token length and runs them in forward batches of at most `forward_batch_size`, so padding stays small,
 and returns arrays, not an object per text. `ZeroCostClassifier` tokenises and pads exactly the same
 way but skips the forward pass: what remains is the host's own work, the part that must keep up with a
@@ -9,7 +9,6 @@ GPU. Nothing here imports Kafka, faust or the database.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,22 +17,7 @@ import torch
 from models.artifacts import TOKENIZER, ModelMeta, load_meta, load_network, verify_artifact
 from models.text import extract_tickers
 from models.tokenizing import BatchTokenizer, Encoded
-from schemas.predictions import Prediction
-
-
-@dataclass(frozen=True)
-class BatchScores:
-    """Scores for a batch, in input order: topic index and probability, sentiment probabilities.
-
-    They name their labels and the model that made them, so a model swap between two stages of the
-    pipeline can never mislabel a batch."""
-
-    topic_index: np.ndarray  # (n,) int
-    topic_prob: np.ndarray  # (n,) float
-    sentiment_probs: np.ndarray  # (n, 3) float, columns in `sentiments` order
-    topics: tuple[str, ...] = ()
-    sentiments: tuple[str, ...] = ()
-    model_version: str = ""
+from schemas.predictions import BatchScores, Prediction
 
 
 def resolve_device(name: str) -> torch.device:

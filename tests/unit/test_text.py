@@ -1,3 +1,9 @@
+import html
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from models.text import extract_tickers, normalize_text
 
 
@@ -19,3 +25,19 @@ def test_cashtag_at_end_of_sentence() -> None:
 
 def test_html_entities_are_unescaped_and_links_removed() -> None:
     assert normalize_text("S&amp;P 500  rallies https://t.co/abc123 \n today") == "S&P 500 rallies today"
+
+
+def test_an_entity_that_unescapes_to_a_cashtag_is_a_ticker() -> None:
+    assert extract_tickers("&#36;NVDA beats") == ["NVDA"]
+    assert extract_tickers("no cashtag here") == []
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=80)
+       | st.lists(st.sampled_from(["http://x.y/z", "WWW.a.b", " ", "\u00a0", "\u2028", "\x1c", "&amp;", "a", "\n"]))
+       .map("".join))
+def test_normalisation_collapses_whitespace_as_the_regex_did(raw: str) -> None:
+    """normalize_text joins str.split(); the model was trained with a whitespace regex and strip()."""
+    from models.text import _URL
+
+    assert normalize_text(raw) == re.sub(r"\s+", " ", _URL.sub(" ", html.unescape(raw))).strip()

@@ -1,11 +1,11 @@
 """The spike detector as a faust app: keyed "window touched" events in, alerts out.
 
-Workers publish one event per (dimension, key, window) a committed batch wrote, keyed "dimension:key"
-(`touched_topic`). Partitions give ownership: the detector instance that is assigned a partition decides
+Workers publish one event per key a committed batch wrote to, keyed "dimension:key", naming the windows
+it wrote (`touched_topic`). Partitions give ownership: the detector instance that is assigned a partition decides
 for the keys on it, so detection scales out with partitions and needs no global lock.
 
-- The agent reads the events. When an event's window has closed and is newer than the last window the
-  agent stepped for that key (the `detector-last-stepped` table: a cache, changelogged by faust), it
+- The agent reads the events. When one of an event's windows has closed and is newer than the last window
+  the agent stepped for that key (the `detector-last-stepped` table: a cache, changelogged by faust), it
   steps the key.
 - A timer, every `detect_interval_s`: when the watermark has moved (windows closed without new events), it
   asks Postgres which owned keys have windows among the newly closed ones not yet stepped, and steps them;
@@ -132,12 +132,13 @@ def build_app(settings: Settings, bootstrap: str, engine: Engine) -> faust.App:
         async for key_bytes, event in stream.items():
             if event.get("series") != s.trend_series or event.get("dimension") not in s.spike_dimensions:
                 continue
-            dimension, key, window = event["dimension"], event["key"], event["window_start"]
+            dimension, key = event["dimension"], event["key"]
+            windows = [datetime.fromisoformat(w) for w in event.get("windows") or [event["window_start"]]]
             name = key_bytes.decode()
             await asyncio.to_thread(detector.refresh_watermark, s.detect_interval_s)
             closed, last = detector.closed.get(dimension), table[name]
-            if closed is not None and datetime.fromisoformat(window) < closed \
-                    and (last is None or datetime.fromisoformat(window) > datetime.fromisoformat(last)):
+            stepped_to = None if last is None else datetime.fromisoformat(last)
+            if closed is not None and any(w < closed and (stepped_to is None or w > stepped_to) for w in windows):
                 # a closed window of this key (late data, a replay, a slow partition): step it now
                 try:
                     stepped = await asyncio.to_thread(detector.step, dimension, key)

@@ -120,11 +120,18 @@ def partition_count(producer: Producer, topic: str, timeout_s: float = 10.0) -> 
 
 
 def send_touched(producer: Producer, topic: str, partitions: int, series: str, touched: list[Touched]) -> None:
-    """Publish "window touched" events without waiting: a lost one only delays detection until the
-    detector's next sweep, and a repeated one changes nothing."""
+    """Publish "window touched" events without waiting: one per key, naming the windows of that key a
+    transaction added to (`windows`, oldest first) and the newest (`window_start`, all that events of
+    earlier versions carried). A lost one only delays detection until the detector's next sweep, and a
+    repeated one changes nothing."""
+    by_key: dict[tuple[str, str], list[Any]] = {}
     for t in touched:
-        key = f"{t.dimension}:{t.key}"
-        value = json.dumps({"series": series, "dimension": t.dimension, "key": t.key,
-                            "window_start": t.window_start.isoformat()}).encode()
-        producer.produce(topic, value=value, key=key.encode(), partition=key_partition(key, partitions))
+        by_key.setdefault((t.dimension, t.key), []).append(t.window_start)
+    iso = {w: w.isoformat() for w in {t.window_start for t in touched}}
+    for (dimension, key), windows in by_key.items():
+        name = f"{dimension}:{key}"
+        times = [iso[w] for w in sorted(windows)]
+        value = json.dumps({"series": series, "dimension": dimension, "key": key, "window_start": times[-1],
+                            "windows": times}).encode()
+        producer.produce(topic, value=value, key=name.encode(), partition=key_partition(name, partitions))
     producer.poll(0)

@@ -9,6 +9,8 @@ import re
 EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 # A run of digits with phone punctuation, not glued to a word, a currency sign or a decimal part.
 _PHONE_CANDIDATE = re.compile(r"(?<![\w$€£¥.,/])(?:\+|00)?\(?\d[\d\s().-]{6,}\d(?![\w%$€£¥]|[.,]\d)")
+# Every phone candidate contains a match of this (it has no look-arounds, so it scans fast).
+_DIGIT_RUN = re.compile(r"\d[\d\s().-]{6,}\d")
 _DIGIT = re.compile(r"\d")
 
 
@@ -23,4 +25,5 @@ def _phone(match: re.Match[str]) -> str:
 
 def mask_pii(raw: str) -> str:
     """Replace e-mail addresses with [email] and phone numbers with [phone]; other text is untouched."""
-    return _PHONE_CANDIDATE.sub(_phone, EMAIL.sub("[email]", raw))
+    masked = EMAIL.sub("[email]", raw) if "@" in raw else raw
+    return _PHONE_CANDIDATE.sub(_phone, masked) if _DIGIT_RUN.search(masked) else masked

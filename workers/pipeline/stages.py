@@ -1,4 +1,4 @@
-"""Pure batch-to-batch stages: decode -> encode -> score -> columns (-> aggregate). No I/O here.
+"""Pure batch-to-batch stages: decode -> encode -> score -> columns (-> trend deltas). No I/O here.
 
 Bad records are values (DeadLetter), never exceptions, so nothing is acked without being accounted for.
 After validation a batch travels as columns (`Columns`): no prediction object or row dict per message.
@@ -7,7 +7,6 @@ After validation a batch travels as columns (`Columns`): no prediction object or
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
@@ -15,14 +14,15 @@ from typing import Any, Protocol
 import numpy as np
 from pydantic import ValidationError
 
-from models.classifier import BatchScores
 from models.text import extract_tickers
 from models.tokenizing import Encoded
 from schemas.messages import Accepted, DeadLetter, NewsArticle, RawMessage, SocialPost
+from schemas.predictions import BatchScores
 from workers.pipeline.privacy import mask_pii
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 EARLIEST = datetime(1980, 1, 1, tzinfo=timezone.utc)  # older publication times are input errors
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class Scorer(Protocol):
@@ -77,7 +77,7 @@ def _validation_reason(err: ValidationError) -> str:
 
 
 def encode(accepted: list[Accepted], scorer: Scorer) -> Encoded:
-    """Tokenise the batch's texts (the host's share of inference; runs on every core)."""
+    """Tokenise the batch's texts (the host's share of inference)."""
     return scorer.encode([a.message.text for a in accepted])
 
 
@@ -134,7 +134,7 @@ class Columns:
     kind: list[str]
     source: list[str]
     external_id: list[str]
-    published_at: list[datetime]
+    published_us: list[int]  # publication time, microseconds since the Unix epoch (UTC)
     text: list[str]  # social posts with e-mails and phone numbers masked
     url: list[str | None]
     author: list[str | None]
@@ -153,15 +153,6 @@ class Columns:
     def __len__(self) -> int:
         return len(self.message_key)
 
-    def records(self) -> Iterator[tuple[Any, ...]]:
-        """One tuple per message in `COLUMNS` order (what COPY consumes)."""
-        n = len(self)
-        return zip(self.message_key, self.kind, self.source, self.external_id, self.published_at, self.text,
-                   self.url, self.author, self.language, self.topic, self.topic_prob.tolist(), self.sentiment,
-                   self.probs[:, 0].tolist(), self.probs[:, 1].tolist(), self.probs[:, 2].tolist(),
-                   self.sentiment_score.tolist(), self.tickers, [self.model_version] * n, self.kafka_topic,
-                   self.kafka_partition, self.kafka_offset, strict=True)
-
 
 def to_columns(accepted: list[Accepted], scores: BatchScores | None) -> Columns:
     """Messages and their scores -> columns. Labels come from the scores (the model that made them)."""
@@ -178,7 +169,7 @@ def to_columns(accepted: list[Accepted], scores: BatchScores | None) -> Columns:
         kind=[r.kind for r in raws],
         source=[m.source for m in messages],
         external_id=[m.id for m in messages],
-        published_at=[m.published_at for m in messages],
+        published_us=[(m.published_at - EPOCH) // _MICROSECOND for m in messages],
         text=[mask_pii(t) if r.kind == "social" else t for t, r in zip(texts, raws)],
         url=[m.url for m in messages],
         author=[m.author for m in messages],
@@ -194,6 +185,11 @@ def to_columns(accepted: list[Accepted], scores: BatchScores | None) -> Columns:
         kafka_partition=[r.partition for r in raws],
         kafka_offset=[r.offset for r in raws],
     )
+
+
+def utc_from_micros(micros: int) -> datetime:
+    """A `Columns.published_us` value as a UTC datetime."""
+    return EPOCH + timedelta(microseconds=micros)
 
 
 def window_start(ts: datetime, window_seconds: int) -> datetime:
@@ -214,8 +210,8 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, str, datetime], Tre
     """Per (dimension, key, window) count deltas: topic, each ticker, source. Each row needs topic,
     source, tickers, sentiment, sentiment_score and window_start.
 
-    The reference definition of a trend delta, on plain data: the sink computes the same in SQL from
-    the rows a transaction actually inserted, and tests check the two against each other."""
+    The reference definition of a trend delta, on plain data: `trend_deltas` computes the same on a
+    batch's columns, and tests check the two against each other."""
     deltas: dict[tuple[str, str, datetime], TrendDelta] = defaultdict(TrendDelta)
     for row in rows:
         keys = [("topic", row["topic"]), ("source", row["source"])]
@@ -233,12 +229,91 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, str, datetime], Tre
     return dict(deltas)
 
 
-def aggregate_columns(columns: Columns, window_seconds: int) -> dict[tuple[str, str, datetime], TrendDelta]:
-    """`aggregate` over a batch's columns."""
-    return aggregate([{"topic": columns.topic[i], "source": columns.source[i], "tickers": columns.tickers[i],
-                       "sentiment": columns.sentiment[i], "sentiment_score": float(columns.sentiment_score[i]),
-                       "window_start": window_start(columns.published_at[i], window_seconds)}
-                      for i in range(len(columns))])
+@dataclass(frozen=True)
+class Windowed:
+    """A batch's columns with each message's window start in epoch seconds (windows are aligned to the
+    epoch, as `window_start` and Postgres' `date_bin(..., timestamptz 'epoch')`), and which of its
+    messages count (None: all): for a sink, the ones it stored."""
+
+    columns: Columns
+    windows: list[int]
+    rows: list[int] | None = None
+
+    @classmethod
+    def of(cls, columns: Columns, window_seconds: int, rows: list[int] | None = None) -> "Windowed":
+        step = window_seconds * 1_000_000
+        return cls(columns, [us // step * window_seconds for us in columns.published_us], rows)
+
+    def indices(self) -> range | list[int]:
+        return range(len(self.columns)) if self.rows is None else self.rows
+
+    def narrowed(self, rows: list[int]) -> "Windowed":
+        return Windowed(self.columns, self.windows, rows)
+
+
+@dataclass(frozen=True)
+class TrendDeltas:
+    """Per (dimension, key, window) count deltas as columns, sorted by (dimension, key, window):
+    what the sink adds to trend_windows. `window` is the window start in epoch seconds."""
+
+    dimension: list[str]
+    key: list[str]
+    window: list[int]
+    n_messages: list[int]
+    n_negative: list[int]
+    n_neutral: list[int]
+    n_positive: list[int]
+    sum_score: list[float]
+
+    def __len__(self) -> int:
+        return len(self.key)
+
+    def as_dict(self) -> dict[tuple[str, str, datetime], TrendDelta]:
+        """The same deltas in `aggregate`'s shape."""
+        return {(d, k, EPOCH + timedelta(seconds=w)): TrendDelta(n, neg, neu, pos, s)
+                for d, k, w, n, neg, neu, pos, s in zip(self.dimension, self.key, self.window, self.n_messages,
+                                                        self.n_negative, self.n_neutral, self.n_positive,
+                                                        self.sum_score, strict=True)}
+
+
+_SENTIMENT_SLOT = {"negative": 1, "neutral": 2, "positive": 3}
+
+
+def trend_deltas(parts: list[Windowed]) -> TrendDeltas:
+    """`aggregate` over the counted messages of batches' columns."""
+    acc: dict[tuple[str, str, int], list[Any]] = {}
+    for part in parts:
+        c, windows = part.columns, part.windows
+        topic, source, tickers, sentiment, score = c.topic, c.source, c.tickers, c.sentiment, c.sentiment_score.tolist()
+        for i in part.indices():
+            w, slot, value = windows[i], _SENTIMENT_SLOT[sentiment[i]], score[i]
+            keys = [("topic", topic[i], w), ("source", source[i], w)]
+            if tickers[i]:
+                keys += [("ticker", t, w) for t in tickers[i]]
+            for key in keys:
+                counts = acc.get(key)
+                if counts is None:
+                    counts = acc[key] = [0, 0, 0, 0, 0.0]
+                counts[0] += 1
+                counts[slot] += 1
+                counts[4] += value
+    ordered = sorted(acc)
+    values = [acc[k] for k in ordered]
+    return TrendDeltas([k[0] for k in ordered], [k[1] for k in ordered], [k[2] for k in ordered],
+                       [v[0] for v in values], [v[1] for v in values], [v[2] for v in values],
+                       [v[3] for v in values], [v[4] for v in values])
+
+
+def newest_windows(parts: list[Windowed]) -> dict[tuple[str, int], int]:
+    """The newest window per input (topic, partition) over all messages of the batches, counted or not:
+    how far event time has got there."""
+    newest: dict[tuple[str, int], int] = {}
+    for part in parts:
+        c = part.columns
+        for topic, partition, w in zip(c.kafka_topic, c.kafka_partition, part.windows, strict=True):
+            if w > newest.get((topic, partition), -1):
+                newest[(topic, partition)] = w
+    return newest
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,12 @@
 """`finsentry bench`: the model's own limit and the worker's paths, measured in one run on this machine.
 
 - limit: the forward pass alone, on pre-tokenised batches already on the device, at the best batch size.
-- pipeline: the worker's stages in-process, raw message bytes to trend deltas (no broker, no database).
+- pipeline: the worker's stages in-process, raw message bytes to the columns the sink writes (no broker, no database).
 - e2e: messages already in the broker, through the worker, until rows, trends and offsets are committed
   (timed from the first batch's arrival, so the one-off consumer-group join is left out).
 - latency: produce-to-commit at a steady offered load of half the e2e rate.
+- limit, pipeline and e2e run twice, interleaved, and each reports its better run (`real_model_runs`
+  has both): one run's CPU inference speed varies by up to a fifth on the 2-core reference machine.
 - naive: one message at a time: poll, validate, tokenise with the transformers tokenizer, forward, one
   INSERT and one offset commit per message.
 
@@ -42,17 +44,20 @@ from sqlalchemy import Engine
 from tqdm import tqdm
 
 from config.settings import Settings
-from models.classifier import BatchScores, Classifier, ZeroCostClassifier
+from models.classifier import Classifier, ZeroCostClassifier
 from models.dataset import SENTIMENT_DIR, TOPIC_DIR, read_labelled_csv
 from models.tokenizing import BatchTokenizer
 from schemas.messages import Accepted, RawMessage, SocialPost
+from schemas.predictions import BatchScores
 from workers.ingest.kafka_io import consumer_config, ensure_topics
 from workers.ingest.processes import child_env, ready
-from workers.ingest.sink import PostgresSink, copy_columns, write_batch
+from workers.ingest.sink import PostgresSink, copy_rows, first_of_each_key, sorted_records
 from workers.ingest.worker import STEPS, BatchReport, Worker
 from workers.pipeline import stages
 from workers.services.embedded import free_ports
 from workers.tools.replay import produce
+
+REAL_MODEL_RUNS = 2
 
 
 @dataclass(frozen=True)
@@ -138,11 +143,11 @@ def measure_pipeline(scorer: stages.Scorer, values: list[bytes], micro_batch: in
     return len(raws) / (time.perf_counter() - started), seconds, batches
 
 
-def measure_db_copy(engine: Engine, batches: list[stages.Columns]) -> float:
+def measure_db_copy(engine: Engine, batches: list[stages.Columns], window_seconds: int) -> float:
     """rows/s of a plain binary COPY of the same rows into a scratch copy of classified_messages (a
-    logged table with all its indexes; window_start, which the sink derives in SQL, left empty): the
-    database's own limit here."""
+    logged table with all its indexes), built as the sink builds them: the database's own limit here."""
     rows = sum(len(b) for b in batches)
+    parts = first_of_each_key(batches, window_seconds)
     scratch = f"bench_copy_{uuid.uuid4().hex[:8]}"
     with engine.connect() as conn:
         raw = conn.connection.driver_connection
@@ -151,10 +156,9 @@ def measure_db_copy(engine: Engine, batches: list[stages.Columns]) -> float:
         try:
             with raw.cursor() as cur:
                 cur.execute(f"CREATE TABLE {scratch} (LIKE classified_messages INCLUDING ALL)")
-                cur.execute(f"ALTER TABLE {scratch} ALTER COLUMN window_start DROP NOT NULL")
                 raw.commit()
                 started = time.perf_counter()
-                copy_columns(cur, scratch, batches)
+                copy_rows(cur, scratch, sorted_records(parts))  # one COPY, one commit: the floor
                 raw.commit()
                 seconds = time.perf_counter() - started
         finally:
@@ -167,9 +171,13 @@ def measure_db_copy(engine: Engine, batches: list[stages.Columns]) -> float:
 def measure_sink_alone(engine: Engine, batches: list[stages.Columns], window_seconds: int, series: str) -> float:
     """rows/s of the worker's sink on the same rows with nothing else running (in the e2e run the
     database step shares the machine's cores with the other two stages)."""
+    sink = PostgresSink(engine, window_seconds, series)
+    sink.connect()
     started = time.perf_counter()
-    stored = sum(write_batch(engine, [batch], window_seconds, series) for batch in batches)
-    return stored / (time.perf_counter() - started)
+    stored = sum(sink.write([batch]) for batch in batches)
+    seconds = time.perf_counter() - started
+    sink.close()
+    return stored / seconds
 
 
 class _Collector:
@@ -340,18 +348,28 @@ def run_bench(settings: Settings, classifier: Classifier, engine: Engine, bootst
 def _run_paths(settings: Settings, classifier: Classifier, engine: Engine, bootstrap: str, sizes: BenchSizes,
                run_id: str, database_url: str) -> dict[str, Any]:
     batch_sizes = [256, 1024, 2048, 4096] if classifier.device.type == "cuda" else [16, 32, 64, 128]
-    limit, best_batch = measure_limit(classifier, bench_texts(sizes.limit_texts), batch_sizes)
-    pipeline, pipeline_steps, _ = measure_pipeline(
-        classifier, message_bytes(bench_texts(sizes.pipeline_msgs), f"p-{run_id}"), settings.micro_batch_size)
-    e2e = measure_e2e(settings, classifier, engine, bootstrap, message_bytes(bench_texts(sizes.e2e_msgs), f"e-{run_id}"),
-                      sizes.latency_seconds, run_id)
+    # The real model's three paths run REAL_MODEL_RUNS times, interleaved, and each path's better run
+    # counts: on the 2-core reference machine one run's inference speed varies by up to a fifth.
+    limits, pipelines, e2es = [], [], []
+    for attempt in range(REAL_MODEL_RUNS):
+        tag = f"{run_id}-{attempt}"
+        limits.append(measure_limit(classifier, bench_texts(sizes.limit_texts), batch_sizes))
+        pipelines.append(measure_pipeline(
+            classifier, message_bytes(bench_texts(sizes.pipeline_msgs), f"p-{tag}"), settings.micro_batch_size))
+        e2es.append(measure_e2e(settings, classifier, engine, bootstrap,
+                                message_bytes(bench_texts(sizes.e2e_msgs), f"e-{tag}"),
+                                sizes.latency_seconds if attempt == 0 else 0.0, tag))
+    limit, best_batch = max(limits)
+    pipeline, pipeline_steps, _ = max(pipelines, key=lambda p: p[0])
+    latency = e2es[0]
+    e2e = max(e2es, key=lambda e: float(e["e2e_msgs_per_s"]))
     naive = measure_naive(settings, classifier, engine, bootstrap,
                           message_bytes(bench_texts(sizes.naive_msgs), f"n-{run_id}"), run_id)
 
     zero = ZeroCostClassifier(settings.model_dir)
     host_values = message_bytes(bench_texts(sizes.host_msgs, seed=3), f"h-{run_id}")
     host_pipeline, host_pipeline_steps, host_batches = measure_pipeline(zero, host_values, settings.micro_batch_size)
-    db_copy = measure_db_copy(engine, host_batches)
+    db_copy = measure_db_copy(engine, host_batches, settings.window_seconds)
     sink_alone = measure_sink_alone(engine, host_batches, settings.window_seconds, f"bench-sink-{run_id}")
     host = measure_e2e(settings, zero, engine, bootstrap,
                        message_bytes(bench_texts(sizes.host_msgs, seed=3), f"he-{run_id}"), 0.0, f"h{run_id}")
@@ -368,8 +386,8 @@ def _run_paths(settings: Settings, classifier: Classifier, engine: Engine, boots
         "limit_msgs_per_s": round(limit, 1),
         "pipeline_msgs_per_s": round(pipeline, 1),
         "e2e_msgs_per_s": round(e2e["e2e_msgs_per_s"], 1),
-        "e2e_p50_latency_ms": round(e2e["e2e_p50_latency_ms"], 1),
-        "e2e_p99_latency_ms": round(e2e["e2e_p99_latency_ms"], 1),
+        "e2e_p50_latency_ms": round(latency["e2e_p50_latency_ms"], 1),
+        "e2e_p99_latency_ms": round(latency["e2e_p99_latency_ms"], 1),
         "naive_msgs_per_s": round(naive, 1),
         "pipeline_over_limit": round(pipeline / limit, 3),
         "e2e_over_pipeline": round(e2e["e2e_msgs_per_s"] / pipeline, 3),
@@ -386,9 +404,11 @@ def _run_paths(settings: Settings, classifier: Classifier, engine: Engine, boots
         "forward_batch_size": classifier.forward_batch_size,
         "micro_batch_size": settings.micro_batch_size,
         "pipeline_depth": settings.pipeline_depth,
-        "latency_offered_msgs_per_s": round(e2e["latency_offered_msgs_per_s"], 1),
+        "latency_offered_msgs_per_s": round(latency["latency_offered_msgs_per_s"], 1),
+        "real_model_runs": [{"limit": round(li[0], 1), "pipeline": round(pi[0], 1), "e2e": round(ei["e2e_msgs_per_s"], 1)}
+                            for li, pi, ei in zip(limits, pipelines, e2es, strict=True)],
         "messages": {"limit": sizes.limit_texts, "pipeline": sizes.pipeline_msgs, "e2e": sizes.e2e_msgs,
-                     "latency": e2e["latency_msgs"], "naive": sizes.naive_msgs, "host": sizes.host_msgs},
+                     "latency": latency["latency_msgs"], "naive": sizes.naive_msgs, "host": sizes.host_msgs},
         "pipeline_step_seconds": steps(pipeline_steps),
         "e2e_step_seconds": steps(e2e["e2e_step_seconds"]),
         "host_pipeline_step_seconds": steps(host_pipeline_steps),

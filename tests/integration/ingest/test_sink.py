@@ -1,5 +1,5 @@
 """The COPY sink against the real Postgres: trend deltas from what was inserted, replays, two writers,
-an outage, and the trend deltas in SQL equal to the pure reference `aggregate_columns`."""
+an outage, and the stored trends equal to the pure reference `aggregate` of the rows stored."""
 
 from __future__ import annotations
 
@@ -54,8 +54,11 @@ def stored_reference(engine: Engine, prefix: str) -> dict[tuple[str, str, dateti
 
 
 def reference(columns: stages.Columns) -> dict[tuple[str, str, datetime], tuple[int, int, int, int, float]]:
+    rows = [{"topic": columns.topic[i], "source": columns.source[i], "tickers": columns.tickers[i],
+             "sentiment": columns.sentiment[i], "sentiment_score": float(columns.sentiment_score[i]),
+             "window_start": stages.window_start(stages.utc_from_micros(columns.published_us[i]), 60)} for i in range(len(columns))]
     return {k: (d.n_messages, d.n_negative, d.n_neutral, d.n_positive, round(d.sum_score, 4))
-            for k, d in stages.aggregate_columns(columns, 60).items()}
+            for k, d in stages.aggregate(rows).items()}
 
 
 def test_sql_trend_deltas_equal_the_reference_and_a_replay_changes_nothing(engine, classifier, unique):  # type: ignore[no-untyped-def]
@@ -151,7 +154,32 @@ def test_a_write_returns_the_trend_windows_it_added_to_and_a_replay_none(engine,
 
     series = f"sink-{unique}"
     columns = columns_for(classifier, unique, 30)
-    inserted, touched = write_batches(engine, [columns], 60, series)
-    assert inserted == 30
-    assert sorted((t.dimension, t.key, t.window_start) for t in touched) == sorted(reference(columns))
-    assert write_batches(engine, [columns], 60, series) == (0, [])  # nothing new: the detector needs no news
+    written = write_batches(engine, [columns], 60, series)
+    assert written.stored == 30 and not written.seen_before
+    assert sorted((t.dimension, t.key, t.window_start) for t in written.touched) == sorted(reference(columns))
+    again = write_batches(engine, [columns], 60, series)
+    assert (again.stored, again.touched, again.seen_before) == (0, [], True)  # the detector needs no news
+
+
+def test_the_direct_copy_stores_exact_times_and_a_replay_takes_the_staging_path(engine, classifier, unique):  # type: ignore[no-untyped-def]
+    """Fresh messages go straight in by COPY; a batch with stored messages falls back to the staging
+    table and counts only its new ones; the sink then stays on that path until a batch is all new."""
+    from workers.ingest.sink import write_batches
+
+    series = f"sink-{unique}"
+    first = columns_for(classifier, unique, 10, step_s=7.25)
+    written = write_batches(engine, [first], 60, series)
+    assert (written.stored, written.seen_before) == (10, False)
+    with engine.connect() as conn:
+        stored = {r.message_key: (r.published_at, r.window_start) for r in conn.execute(text(
+            "SELECT message_key, published_at, window_start FROM classified_messages WHERE external_id LIKE :p"),
+            {"p": f"{unique}-%"})}
+    assert stored == {k: (ts, stages.window_start(ts, 60)) for k, ts in zip(first.message_key, map(stages.utc_from_micros, first.published_us))}
+
+    sink = PostgresSink(engine, 60, series)
+    sink.add(columns_for(classifier, unique, 10, start=5, step_s=7.25))  # half stored already
+    assert sink.flush() == 5 and sink.replaying
+    sink.add(columns_for(classifier, unique, 10, start=15, step_s=7.25))  # all new, through the staging table
+    assert sink.flush() == 10 and not sink.replaying
+    assert trends(engine, series) == stored_reference(engine, unique)
+    assert sum(v[0] for (dim, _, _), v in trends(engine, series).items() if dim == "topic") == 25

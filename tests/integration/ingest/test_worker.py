@@ -107,8 +107,9 @@ def test_offsets_are_committed_only_after_the_database_transaction(broker, engin
     try:
         with RunningWorker(settings, classifier, engine, broker.bootstrap) as running:
             wait_for(lambda: int(scalar(engine, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                                "AND query LIKE '%INSERT INTO classified_messages%'")) >= 1,
-                     what="the worker's insert to wait on the lock")
+                                                "AND (query LIKE 'COPY classified_messages%' "
+                                                "OR query LIKE '%INSERT INTO classified_messages%')")) >= 1,
+                     what="the worker's write to wait on the lock")
             assert committed_offsets(broker.bootstrap, settings.consumer_group) == {}
             assert count_rows(engine, unique) == 0
             release.set()

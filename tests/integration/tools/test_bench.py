@@ -24,6 +24,10 @@ def test_bench_runs_every_path_and_reports_all_figures(broker, engine, database_
                                                         "database"}
     assert result["e2e_p50_latency_ms"] <= result["e2e_p99_latency_ms"]
     assert result["messages"]["e2e"] == 64 and result["model_version"] == classifier.version
+    runs = result["real_model_runs"]  # interleaved; each path reports its better run
+    assert len(runs) == 2 and all(r["e2e"] > 0 for r in runs)
+    for path, key in (("limit", "limit_msgs_per_s"), ("pipeline", "pipeline_msgs_per_s"), ("e2e", "e2e_msgs_per_s")):
+        assert result[key] == max(r[path] for r in runs), path
     # The run left nothing behind in the database.
     with engine.connect() as conn:
         left = conn.execute(text("SELECT (SELECT count(*) FROM classified_messages WHERE external_id LIKE :p) + "

@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.messages import RawMessage
-from workers.pipeline.stages import aggregate_columns, decode, to_columns
+from workers.ingest.sink import first_of_each_key, sorted_records
+from workers.pipeline.stages import decode, to_columns, trend_deltas
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
 TRIED = {"count": 0}
@@ -40,16 +41,17 @@ def check(records: list[RawMessage]) -> None:
     for letter in dead:
         assert letter.stage in {"decode", "validate"} and letter.reason
     columns = to_columns(accepted, _fixed_scores(len(accepted)))
-    for record in columns.records():  # what Postgres would refuse
+    parts = first_of_each_key([columns], 60)
+    for record in sorted_records(parts):  # what COPY would send: nothing Postgres refuses
         assert not any(isinstance(v, str) and "\x00" in v for v in record)
-    aggregate_columns(columns, 60)
+    trend_deltas(parts)
 
 
 def _fixed_scores(n: int) -> Any:
     """Fixed scores: the decoder's output must survive the column and aggregation stages."""
     import numpy as np
 
-    from models.classifier import BatchScores
+    from schemas.predictions import BatchScores
 
     return BatchScores(np.zeros(n, np.int64), np.full(n, 0.9, np.float32),
                        np.tile(np.array([0.1, 0.8, 0.1], np.float32), (n, 1)), ("Macro",),

@@ -2,7 +2,15 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from schemas.messages import RawMessage
-from workers.pipeline.stages import aggregate_columns, classify, decode, window_start
+from workers.pipeline.stages import (
+    Windowed,
+    aggregate,
+    classify,
+    decode,
+    trend_deltas,
+    utc_from_micros,
+    window_start,
+)
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
 
@@ -69,7 +77,7 @@ def test_classify_and_aggregate_count_each_dimension(classifier) -> None:  # typ
         assert (columns.topic[i], columns.sentiment[i]) == (prediction.topic, prediction.sentiment)
         assert abs(columns.sentiment_score[i] - prediction.sentiment_score) < 1e-5
         assert abs(columns.probs[i].sum() - 1.0) < 1e-4
-    deltas = aggregate_columns(columns, 60)
+    deltas = trend_deltas([Windowed.of(columns, 60)]).as_dict()
     minute = datetime(2026, 11, 22, 11, 58, tzinfo=timezone.utc)
     assert deltas[("source", "x", minute)].n_messages == 2
     assert deltas[("ticker", "AAPL", minute)].n_messages == 2
@@ -140,3 +148,40 @@ def np_allclose(values, target) -> bool:  # type: ignore[no-untyped-def]
     import numpy as np
 
     return bool(np.allclose(values, target, atol=1e-5))
+
+
+def test_trend_deltas_equal_the_reference_over_parts_and_chosen_rows() -> None:
+    """The sink's fast aggregation against `aggregate`, the plain definition: several batches, a subset
+    of rows, publication times in other zones and on window edges, three window sizes."""
+    from config.settings import DEFAULT_MODEL_DIR
+    from models.classifier import ZeroCostClassifier
+
+    zero = ZeroCostClassifier(DEFAULT_MODEL_DIR)  # varied topics and sentiments, no forward pass
+    texts = ["$AAPL slumps", "Fed holds rates", "$TSLA and $AAPL rally", "Oil jumps", "Bank cuts dividend",
+             "$NVDA record", "Markets flat", "$AAPL $aapl again"]
+    stamps = ["2026-11-22T11:58:30+00:00", "2026-11-22T17:29:59.999999+05:30", "2026-11-22T01:00:00-11:00",
+              "2026-11-22T12:00:00+00:00", "2026-11-22T11:59:59+00:00", "2026-11-21T23:59:59.5+00:00",
+              "2026-11-22T11:00:00.000001+00:00", "2026-11-22T11:58:00+00:00"]
+    posts = [raw(post(i, text=t, published_at=p), offset=i) for i, (t, p) in enumerate(zip(texts, stamps))]
+    columns, dead = classify(decode(posts, NOW)[0], zero)
+    assert dead == [] and len(columns) == len(texts) and len(set(columns.sentiment)) > 1
+
+    def rows(indices: list[int], window_seconds: int) -> list[dict[str, object]]:
+        return [{"topic": columns.topic[i], "source": columns.source[i], "tickers": columns.tickers[i],
+                 "sentiment": columns.sentiment[i], "sentiment_score": float(columns.sentiment_score[i]),
+                 "window_start": window_start(utc_from_micros(columns.published_us[i]), window_seconds)} for i in indices]
+
+    for window_seconds in (60, 300, 3600):
+        chosen = [1, 2, 5, 7]
+        parts = [Windowed.of(columns, window_seconds), Windowed.of(columns, window_seconds, rows=chosen)]
+        deltas = trend_deltas(parts)
+        keys = list(zip(deltas.dimension, deltas.key, deltas.window))
+        assert keys == sorted(keys)  # the sink's lock order
+        expected = aggregate(rows(list(range(len(columns))) + chosen, window_seconds))
+        got = deltas.as_dict()
+        assert got.keys() == expected.keys()
+        for key, d in expected.items():
+            g = got[key]
+            assert (g.n_messages, g.n_negative, g.n_neutral, g.n_positive) == \
+                (d.n_messages, d.n_negative, d.n_neutral, d.n_positive)
+            assert abs(g.sum_score - d.sum_score) < 1e-9
