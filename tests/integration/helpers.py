@@ -97,7 +97,9 @@ def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
     return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions if tp.offset >= 0}
 
 
-def read_topic(bootstrap: str, topic: str, group: str, expected: int, timeout_s: float = 30.0) -> list[Any]:
+def read_topic(bootstrap: str, topic: str, group: str, expected: int, timeout_s: float = 30.0,
+               settle_s: float = 0.0) -> list[Any]:
+    """Records of `topic` until `expected` have come (or timeout_s), then for settle_s more."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
                          "enable.auto.commit": False})
     consumer.subscribe([topic])
@@ -105,6 +107,9 @@ def read_topic(bootstrap: str, topic: str, group: str, expected: int, timeout_s:
     deadline = time.monotonic() + timeout_s
     try:
         while len(out) < expected and time.monotonic() < deadline:
+            out += [m for m in consumer.consume(100, 0.5) if not m.error()]
+        settled = time.monotonic() + settle_s
+        while time.monotonic() < settled:
             out += [m for m in consumer.consume(100, 0.5) if not m.error()]
     finally:
         consumer.close()

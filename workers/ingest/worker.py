@@ -30,8 +30,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import psycopg
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from config.settings import Settings
 from models.tokenizing import Encoded
@@ -46,6 +48,7 @@ from workers.ingest.kafka_io import (
     send_dead_letters,
     send_touched,
 )
+from workers.ingest.sink import register_partitions
 from workers.ingest.writer_process import SinkProcess
 from workers.pipeline import stages
 from workers.retry import backoff_s
@@ -142,6 +145,7 @@ class Worker:
         self._durable_offsets: dict[tuple[str, int], int] = {}  # next offset per partition, batch durable
         self._producer: Producer | None = None
         self._touched_partitions = 0  # of settings.touched_topic; 0: no detector is told
+        self._unregistered: set[tuple[str, int]] = set()  # assigned partitions the watermark does not know yet
 
     def run(self) -> WorkerStats:
         # What exists now (the model, the libraries) lives as long as the process: frozen, it is left out
@@ -154,7 +158,7 @@ class Worker:
             ensure_topics(self.bootstrap, [self.settings.touched_topic], self.settings.topic_partitions)
             self._touched_partitions = partition_count(self._producer, self.settings.touched_topic)
         self.sink.start()  # the database writes' own process (see writer_process)
-        consumer.subscribe(self.settings.input_topics, on_revoke=self._on_revoke)
+        consumer.subscribe(self.settings.input_topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("worker %s consuming %s (model %s)", self.group_id, self.settings.input_topics,
                  self.scorer.version)
         stages_ = [threading.Thread(target=self._stage, args=(self._score, self._to_score, self._to_write),
@@ -165,6 +169,8 @@ class Worker:
             thread.start()
         try:
             while not self.stop.is_set() and not self._failed.is_set():
+                if self._unregistered:
+                    self._register_partitions()
                 self._commit_durable(consumer, asynchronous=True)
                 if self.model_updates:
                     self._swap_if_ready()
@@ -304,6 +310,19 @@ class Worker:
                 return
             except queue.Full:
                 continue
+
+    def _on_assign(self, consumer: Consumer, partitions: list[Any]) -> None:
+        """Tell the detector's watermark about the new partitions before their first batch (else the
+        other partitions' progress alone could close windows this worker has not written yet)."""
+        self._unregistered |= {(tp.topic, tp.partition) for tp in partitions}
+        self._register_partitions()
+
+    def _register_partitions(self) -> None:
+        try:
+            register_partitions(self.engine, self.settings.trend_series, sorted(self._unregistered))
+            self._unregistered.clear()
+        except (DBAPIError, psycopg.Error) as err:  # the database is away: the next turn of the loop tries again
+            log.warning("could not record the assigned partitions yet: %s", err)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[Any]) -> None:
         """Before partitions move to another worker, finish and commit the batches in flight, so the new

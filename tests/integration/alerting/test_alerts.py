@@ -201,6 +201,7 @@ def test_one_event_id_per_alert_event_for_every_receiver_and_the_alerts_topic(br
 
 def test_a_window_is_closed_only_when_every_active_partition_has_passed_it(engine, unique):  # type: ignore[no-untyped-def]
     from workers.alerting.detector import closed_before
+    from workers.ingest.sink import register_partitions
 
     series = f"watermark-{unique}"
     insert_windows(engine, series, "Macro", [0.1] * 30)  # trends up to T0 + 29 min
@@ -216,6 +217,12 @@ def test_a_window_is_closed_only_when_every_active_partition_has_passed_it(engin
         conn.execute(text("UPDATE ingest_progress SET updated_at = now() - interval '1 hour' WHERE series = :s"),
                      {"s": series})
         assert closed_before(conn, series, "topic", 120, 120) == T0 + timedelta(minutes=27)  # all idle: the newest
+        # A partition just assigned to a worker that has written none of it yet holds every window back.
+        register_partitions(engine, series, [("social", 3)])
+        assert closed_before(conn, series, "topic", 120, 120) < T0
+        conn.execute(text("UPDATE ingest_progress SET updated_at = now() - interval '1 hour' WHERE series = :s "
+                          "AND partition = 3"), {"s": series})
+        assert closed_before(conn, series, "topic", 120, 120) == T0 + timedelta(minutes=27)  # idle, so ignored
 
 
 def test_stepping_a_key_again_or_at_once_changes_nothing(engine, unique):  # type: ignore[no-untyped-def]

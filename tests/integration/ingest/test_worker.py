@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -19,6 +20,7 @@ from tests.integration.helpers import (
     setup_topics,
     wait_for,
 )
+from workers.pipeline import stages
 
 pytestmark = pytest.mark.integration
 
@@ -184,7 +186,9 @@ def test_committed_batches_tell_the_detector_which_windows_they_touched(broker, 
     from workers.ingest.kafka_io import key_partition
 
     setup_topics(broker.bootstrap, settings)
-    messages = posts(30, unique, minutes_ago=10)  # one a second: windows of the last 10 minutes
+    messages = posts(30, unique, minutes_ago=10)
+    for i, m in enumerate(messages):  # seven seconds apart: a batch touches each key in several windows
+        m["published_at"] = (datetime.fromisoformat(m["published_at"]) + timedelta(seconds=6 * i)).isoformat()
     send(broker.bootstrap, settings.social_topic, messages)
     with RunningWorker(settings, classifier, engine, broker.bootstrap) as running:
         wait_for(lambda: running.worker.stats.consumed == 30, what="30 records consumed")
@@ -197,14 +201,22 @@ def test_committed_batches_tell_the_detector_which_windows_they_touched(broker, 
                                 {"s": settings.trend_series}).all()
         newest = scalar(engine, "SELECT max(window_start) FROM trend_windows WHERE series = :s",
                         s=settings.trend_series)
-    records = read_topic(broker.bootstrap, settings.touched_topic, f"touched-{unique}", expected=len(windows),
-                         timeout_s=30)
+    keys = {(dimension, key) for dimension, key, _ in windows}
+    records = read_topic(broker.bootstrap, settings.touched_topic, f"touched-{unique}", expected=len(keys),
+                         timeout_s=30, settle_s=2)  # at least one event per key; then the rest
     events = [json.loads(m.value()) for m in records]
-    # Each touched (dimension, key, window) of a watched dimension, at least once, on its key's partition.
-    assert {(e["dimension"], e["key"], e["window_start"]) for e in events} == windows
+    # One event per key and batch, naming the key's windows that batch touched (oldest first) and the
+    # newest of them; each touched (dimension, key, window) of a watched dimension at least once, on its
+    # key's partition.
+    assert {(e["dimension"], e["key"], w) for e in events for w in e["windows"]} == windows
+    assert any(len(e["windows"]) > 1 for e in events)
+    assert all(e["windows"] == sorted(e["windows"]) and e["window_start"] == e["windows"][-1] for e in events)
     assert all(e["series"] == settings.trend_series for e in events)
     assert all(m.partition() == key_partition(m.key().decode(), settings.topic_partitions) for m in records)
     assert all(m.key().decode() == f"{e['dimension']}:{e['key']}" for m, e in zip(records, events))
-    # The same transactions recorded how far event time got on each input partition that had messages.
-    assert {(t, p) for t, p, _ in progress} <= {(settings.social_topic, p) for p in range(settings.topic_partitions)}
+    # Every assigned input partition has a progress row (from its assignment: the epoch, until a batch);
+    # the transactions recorded how far event time got on the partitions that had messages.
+    assert {(t, p) for t, p, _ in progress} == {(t, p) for t in settings.input_topics
+                                                for p in range(settings.topic_partitions)}
     assert max(w for _, _, w in progress) == newest
+    assert {w for t, _, w in progress if t == settings.news_topic} == {stages.EPOCH}  # no news was sent
