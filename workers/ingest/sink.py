@@ -98,22 +98,37 @@ SELECT array_agg(dimension), array_agg(key), array_agg(window_start) FROM added
 # A partition assigned to a worker that has written nothing of it yet: its progress row holds the
 # detector's watermark at the epoch (no real window is older: decode refuses times before 1980) until
 # its first batch, or until it has been idle for FINSENTRY_WATERMARK_IDLE_S. Assignment also makes an
-# existing row active again, so a partition that moved holds the watermark while its new owner catches up.
+# existing row active again, so a partition that moved holds the watermark while its new owner catches
+# up. A partition found empty (the consumer reached its end before any message) is released at once.
 _REGISTER_PARTITIONS = """
 INSERT INTO ingest_progress AS p (series, topic, partition, window_start)
 SELECT %(series)s, t, n, timestamptz 'epoch' FROM unnest(%(topics)s::text[], %(partitions)s::int4[]) AS u(t, n)
 ORDER BY t, n
 ON CONFLICT (series, topic, partition) DO UPDATE SET updated_at = now()
 """
+_RELEASE_EMPTY = """
+UPDATE ingest_progress SET updated_at = timestamptz 'epoch'
+WHERE series = %(series)s AND window_start = timestamptz 'epoch'
+  AND (topic, partition) IN (SELECT * FROM unnest(%(topics)s::text[], %(partitions)s::int4[]))
+"""
 
 
 def register_partitions(engine: Engine, series: str, partitions: list[tuple[str, int]]) -> None:
     """Record that these input partitions are being read, before their first batch is written."""
+    _progress_statement(engine, _REGISTER_PARTITIONS, series, partitions)
+
+
+def release_empty_partitions(engine: Engine, series: str, partitions: list[tuple[str, int]]) -> None:
+    """These registered partitions turned out empty: they hold the watermark back no longer."""
+    _progress_statement(engine, _RELEASE_EMPTY, series, partitions)
+
+
+def _progress_statement(engine: Engine, statement: str, series: str, partitions: list[tuple[str, int]]) -> None:
     held = engine.raw_connection()
     try:
         raw = _driver(held)
-        raw.execute(_REGISTER_PARTITIONS, {"series": series, "topics": [t for t, _ in partitions],
-                                           "partitions": [p for _, p in partitions]})
+        raw.execute(statement, {"series": series, "topics": [t for t, _ in partitions],
+                                "partitions": [p for _, p in partitions]})
         raw.commit()
     except BaseException:
         held.invalidate()

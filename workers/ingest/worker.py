@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -48,7 +48,7 @@ from workers.ingest.kafka_io import (
     send_dead_letters,
     send_touched,
 )
-from workers.ingest.sink import register_partitions
+from workers.ingest.sink import register_partitions, release_empty_partitions
 from workers.ingest.writer_process import SinkProcess
 from workers.pipeline import stages
 from workers.retry import backoff_s
@@ -146,13 +146,15 @@ class Worker:
         self._producer: Producer | None = None
         self._touched_partitions = 0  # of settings.touched_topic; 0: no detector is told
         self._unregistered: set[tuple[str, int]] = set()  # assigned partitions the watermark does not know yet
+        self._no_data_yet: set[tuple[str, int]] = set()  # registered, and no message of theirs consumed yet
 
     def run(self) -> WorkerStats:
         # What exists now (the model, the libraries) lives as long as the process: frozen, it is left out
         # of every full collection, which otherwise walks it all and holds the GIL for about 0.3 s here.
         gc.collect()
         gc.freeze()
-        consumer = Consumer(consumer_config(self.bootstrap, self.group_id))
+        # Partition EOF events tell which newly assigned partitions are empty (see _note_empty).
+        consumer = Consumer({**consumer_config(self.bootstrap, self.group_id), "enable.partition.eof": True})
         self._producer = Producer(producer_config(self.bootstrap))
         if self.settings.touched_topic:
             ensure_topics(self.bootstrap, [self.settings.touched_topic], self.settings.topic_partitions)
@@ -174,7 +176,8 @@ class Worker:
                 self._commit_durable(consumer, asynchronous=True)
                 if self.model_updates:
                     self._swap_if_ready()
-                messages = consumer.consume(self.settings.micro_batch_size, self.settings.micro_batch_timeout_s)
+                messages = self._note_empty(consumer.consume(self.settings.micro_batch_size,
+                                                             self.settings.micro_batch_timeout_s))
                 if messages:
                     batch = self._prepare(messages)
                     with self._in_flight_changed:
@@ -320,9 +323,29 @@ class Worker:
     def _register_partitions(self) -> None:
         try:
             register_partitions(self.engine, self.settings.trend_series, sorted(self._unregistered))
+            self._no_data_yet |= self._unregistered
             self._unregistered.clear()
         except (DBAPIError, psycopg.Error) as err:  # the database is away: the next turn of the loop tries again
             log.warning("could not record the assigned partitions yet: %s", err)
+
+    def _note_empty(self, messages: list[Any]) -> list[Any]:
+        """Drop partition-EOF events from a consumed batch; release the registered partitions they show
+        to be empty (no message before their end), so that a quiet topic does not hold the watermark."""
+        records, empty = [], []
+        for msg in messages:
+            error = msg.error()
+            if error is None or error.code() != KafkaError._PARTITION_EOF:
+                records.append(msg)
+                self._no_data_yet.discard((msg.topic(), msg.partition()))
+            elif (msg.topic(), msg.partition()) in self._no_data_yet:
+                empty.append((msg.topic(), msg.partition()))
+        if empty:
+            try:
+                release_empty_partitions(self.engine, self.settings.trend_series, sorted(empty))
+                self._no_data_yet.difference_update(empty)
+            except (DBAPIError, psycopg.Error) as err:  # they go idle on their own after watermark_idle_s
+                log.warning("could not release empty partitions: %s", err)
+        return records
 
     def _on_revoke(self, consumer: Consumer, partitions: list[Any]) -> None:
         """Before partitions move to another worker, finish and commit the batches in flight, so the new

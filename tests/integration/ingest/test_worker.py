@@ -199,6 +199,8 @@ def test_committed_batches_tell_the_detector_which_windows_they_touched(broker, 
             "'ticker')"), {"s": settings.trend_series})}
         progress = conn.execute(text("SELECT topic, partition, window_start FROM ingest_progress WHERE series = :s"),
                                 {"s": settings.trend_series}).all()
+        released = conn.execute(text("SELECT DISTINCT updated_at FROM ingest_progress WHERE series = :s AND topic = :t"),
+                                {"s": settings.trend_series, "t": settings.news_topic}).scalars().all()
         newest = scalar(engine, "SELECT max(window_start) FROM trend_windows WHERE series = :s",
                         s=settings.trend_series)
     keys = {(dimension, key) for dimension, key, _ in windows}
@@ -220,3 +222,4 @@ def test_committed_batches_tell_the_detector_which_windows_they_touched(broker, 
                                                 for p in range(settings.topic_partitions)}
     assert max(w for _, _, w in progress) == newest
     assert {w for t, _, w in progress if t == settings.news_topic} == {stages.EPOCH}  # no news was sent
+    assert released == [stages.EPOCH]  # and the news partitions, found empty, hold no window back
