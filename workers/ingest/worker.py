@@ -176,10 +176,11 @@ class Worker:
                 self._commit_durable(consumer, asynchronous=True)
                 if self.model_updates:
                     self._swap_if_ready()
-                messages = self._note_empty(consumer.consume(self.settings.micro_batch_size,
-                                                             self.settings.micro_batch_timeout_s))
-                if messages:
-                    batch = self._prepare(messages)
+                messages = consumer.consume(self.settings.micro_batch_size, self.settings.micro_batch_timeout_s)
+                if self._no_data_yet:
+                    self._note_empty(messages)
+                batch = self._prepare(messages) if messages else None
+                if batch is not None and batch.raws:
                     with self._in_flight_changed:
                         self._in_flight += 1
                         self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
@@ -205,8 +206,9 @@ class Worker:
         raws: list[RawMessage] = []
         good: list[Any] = []
         for msg in messages:
-            if msg.error():
-                log.warning("kafka error: %s", msg.error())
+            if error := msg.error():
+                if error.code() != KafkaError._PARTITION_EOF:  # EOF: the end of a partition, for _note_empty
+                    log.warning("kafka error: %s", error)
                 continue
             good.append(msg)
             raws.append(RawMessage(self._kinds[msg.topic()], msg.value(), msg.topic(), msg.partition(), msg.offset()))
@@ -328,24 +330,22 @@ class Worker:
         except (DBAPIError, psycopg.Error) as err:  # the database is away: the next turn of the loop tries again
             log.warning("could not record the assigned partitions yet: %s", err)
 
-    def _note_empty(self, messages: list[Any]) -> list[Any]:
-        """Drop partition-EOF events from a consumed batch; release the registered partitions they show
-        to be empty (no message before their end), so that a quiet topic does not hold the watermark."""
-        records, empty = [], []
+    def _note_empty(self, messages: list[Any]) -> None:
+        """Release the registered partitions that a partition-EOF event shows to be empty (their end came
+        before any message), so that a quiet topic does not hold the watermark back."""
+        empty = []
         for msg in messages:
-            error = msg.error()
-            if error is None or error.code() != KafkaError._PARTITION_EOF:
-                records.append(msg)
-                self._no_data_yet.discard((msg.topic(), msg.partition()))
-            elif (msg.topic(), msg.partition()) in self._no_data_yet:
-                empty.append((msg.topic(), msg.partition()))
+            where = (msg.topic(), msg.partition())
+            if msg.error() is None:
+                self._no_data_yet.discard(where)
+            elif msg.error().code() == KafkaError._PARTITION_EOF and where in self._no_data_yet:
+                empty.append(where)
         if empty:
             try:
                 release_empty_partitions(self.engine, self.settings.trend_series, sorted(empty))
                 self._no_data_yet.difference_update(empty)
             except (DBAPIError, psycopg.Error) as err:  # they go idle on their own after watermark_idle_s
                 log.warning("could not release empty partitions: %s", err)
-        return records
 
     def _on_revoke(self, consumer: Consumer, partitions: list[Any]) -> None:
         """Before partitions move to another worker, finish and commit the batches in flight, so the new
