@@ -41,7 +41,7 @@ def ready(port: int) -> bool:
         return False
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: get SIGTERM if the parent dies, even by kill -9 (Linux)."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -53,7 +53,7 @@ def run_processes(argv: list[str], envs: list[dict[str, str]], stop: threading.E
                   grace_s: float = 30.0) -> int:
     """Run `finsentry <argv>` once per environment until all exit or `stop` is set; return the worst
     exit code (a signal counts as 128 + its number)."""
-    children = [subprocess.Popen([sys.executable, "-m", "finsentry.cli", *argv], env=env, preexec_fn=_die_with_parent)
+    children = [subprocess.Popen([sys.executable, "-m", "finsentry.cli", *argv], env=env, preexec_fn=die_with_parent)
                 for env in envs]
     log.info("started %d worker processes: %s", len(children), [c.pid for c in children])
     try:
@@ -101,7 +101,7 @@ def detector_env(settings: Settings, bootstrap: str, database_url: str) -> dict[
 def start_detector(settings: Settings, bootstrap: str, database_url: str) -> subprocess.Popen[bytes]:
     """`finsentry detector` on the same services; it dies with this process."""
     child = subprocess.Popen([sys.executable, "-m", "finsentry.cli", "detector"],
-                             env=detector_env(settings, bootstrap, database_url), preexec_fn=_die_with_parent)
+                             env=detector_env(settings, bootstrap, database_url), preexec_fn=die_with_parent)
     log.info("started the detector: pid %d", child.pid)
     return child
 

@@ -23,6 +23,8 @@ locks in the same order.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, NoReturn
@@ -124,12 +126,18 @@ def release_empty_partitions(engine: Engine, series: str, partitions: list[tuple
 
 
 def _progress_statement(engine: Engine, statement: str, series: str, partitions: list[tuple[str, int]]) -> None:
-    held = engine.raw_connection()
-    try:
-        raw = _driver(held)
+    with _pooled(engine) as raw:
         raw.execute(statement, {"series": series, "topics": [t for t, _ in partitions],
                                 "partitions": [p for _, p in partitions]})
         raw.commit()
+
+
+@contextmanager
+def _pooled(engine: Engine) -> Iterator[psycopg.Connection[Any]]:
+    """A psycopg connection of the engine's pool for one piece of work; dropped if the work fails."""
+    held = engine.raw_connection()
+    try:
+        yield _driver(held)
     except BaseException:
         held.invalidate()
         raise
@@ -309,15 +317,9 @@ def write_batches(
     direct: bool = True,
 ) -> Written:
     """`write_batch` on a connection of the engine's pool, returning what `write_on` returns."""
-    held = engine.raw_connection()
-    try:
-        prepare_connection(_driver(held))
-        return write_on(_driver(held), batches, window_seconds, series, store_messages, direct)
-    except BaseException:
-        held.invalidate()
-        raise
-    finally:
-        held.close()
+    with _pooled(engine) as raw:
+        prepare_connection(raw)
+        return write_on(raw, batches, window_seconds, series, store_messages, direct)
 
 
 def prepare_connection(raw: psycopg.Connection[Any]) -> None:

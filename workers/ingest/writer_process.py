@@ -21,11 +21,14 @@ import multiprocessing
 import pickle
 import signal
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from schemas.errors import FinsentryError, RetryableError
-from workers.ingest.sink import BatchingSink
+from workers.ingest.processes import die_with_parent
+from workers.ingest.sink import BatchingSink, PostgresSink
 from workers.pipeline.stages import Columns
+from workers.services.db import make_engine
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,7 @@ class SinkProcess(BatchingSink):
         super().__init__()
         self._args = (database_url, window_seconds, series)
         self._pipe: Connection | None = None
-        self._process: Any = None
+        self._process: BaseProcess | None = None
 
     def start(self) -> None:
         context = multiprocessing.get_context("spawn")  # no fork of a process with threads and a model
@@ -94,18 +97,14 @@ class SinkProcess(BatchingSink):
 
 def _serve(pipe: Connection, database_url: str, window_seconds: int, series: str) -> None:
     """The child: write each batch it is sent, answer, and end at an empty message or end-of-file."""
-    from workers.ingest.processes import _die_with_parent
-    from workers.ingest.sink import PostgresSink
-    from workers.services.db import make_engine
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the worker, which then closes the pipe
-    _die_with_parent()
+    die_with_parent()
     engine = make_engine(database_url)
     sink = PostgresSink(engine, window_seconds, series)
     try:
         sink.connect()
-    except RetryableError as err:  # the database is away: the first write retries, as every write does
-        log.warning("%s", err)
+    except Exception as err:  # noqa: BLE001 - the first write meets it again and answers with it
+        log.warning("the writer process could not connect yet: %s", err)
     pipe.send_bytes(b"ready")
     try:
         while True:
