@@ -12,8 +12,8 @@ How a flush is written (one transaction):
 2. the trend deltas of the rows stored (`stages.trend_deltas`: topic, source and each ticker per
    window) are copied into a second staging table and added to `trend_windows` by one set-based
    upsert, which also records per input partition the newest window of the flush (`ingest_progress`:
-   the detector closes a window only once every active partition has passed it), and returns the
-   (dimension, key, window) rows it added to.
+   the detector closes a window only once every active partition has passed it). Every delta row is
+   inserted or added to, so the deltas are the (dimension, key, window) rows the flush touched.
 
 Idempotency: classified_messages' primary key is the message key, and only rows this transaction
 inserted contribute to the deltas, so a replayed message changes no count, and several workers adding
@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from operator import itemgetter
 from typing import Any, NoReturn
 
@@ -37,7 +38,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 
 from schemas.errors import RetryableError
 from workers.pipeline import stages
-from workers.pipeline.stages import COLUMNS, Columns, Touched, Windowed
+from workers.pipeline.stages import COLUMNS, EPOCH, Columns, Touched, Windowed
 
 STAGING = "finsentry_staging"
 _COPY_COLUMNS = (*COLUMNS, "window_start")
@@ -80,20 +81,16 @@ WITH progress AS (
     FROM unnest(%(p_topic)s::text[], %(p_partition)s::int4[], %(p_window)s::int8[]) AS u(t, n, w) ORDER BY t, n
     ON CONFLICT (series, topic, partition) DO UPDATE SET
         window_start = greatest(p.window_start, excluded.window_start), updated_at = now()
-),
-added AS (
-    INSERT INTO trend_windows AS tw (series, dimension, key, window_start, window_seconds, n_messages,
-                                     n_negative, n_neutral, n_positive, sum_score)
-    SELECT %(series)s, dimension, key, to_timestamp(window_epoch), %(window_seconds)s, n_messages, n_negative,
-           n_neutral, n_positive, sum_score
-    FROM {DELTAS} ORDER BY dimension, key, window_epoch
-    ON CONFLICT (series, dimension, key, window_start) DO UPDATE SET
-        n_messages = tw.n_messages + excluded.n_messages, n_negative = tw.n_negative + excluded.n_negative,
-        n_neutral = tw.n_neutral + excluded.n_neutral, n_positive = tw.n_positive + excluded.n_positive,
-        sum_score = tw.sum_score + excluded.sum_score, updated_at = now()
-    RETURNING dimension, key, window_start
 )
-SELECT array_agg(dimension), array_agg(key), array_agg(window_start) FROM added
+INSERT INTO trend_windows AS tw (series, dimension, key, window_start, window_seconds, n_messages,
+                                 n_negative, n_neutral, n_positive, sum_score)
+SELECT %(series)s, dimension, key, to_timestamp(window_epoch), %(window_seconds)s, n_messages, n_negative,
+       n_neutral, n_positive, sum_score
+FROM {DELTAS} ORDER BY dimension, key, window_epoch
+ON CONFLICT (series, dimension, key, window_start) DO UPDATE SET
+    n_messages = tw.n_messages + excluded.n_messages, n_negative = tw.n_negative + excluded.n_negative,
+    n_neutral = tw.n_neutral + excluded.n_neutral, n_positive = tw.n_positive + excluded.n_positive,
+    sum_score = tw.sum_score + excluded.sum_score, updated_at = now()
 """
 
 
@@ -385,8 +382,6 @@ def _add_trends(cur: psycopg.Cursor[Any], stored: list[Windowed], newest: dict[t
             copy.write_row(delta)
     cur.execute(_ADD_TRENDS, {"series": series, "window_seconds": window_seconds, "p_topic": [t for t, _ in newest],
                               "p_partition": [p for _, p in newest], "p_window": list(newest.values())})
-    row = cur.fetchone()
-    assert row is not None
-    dimensions, keys, windows = row
-    return [Touched(d, k, w) for d, k, w in zip(dimensions or [], keys or [], windows or [], strict=True)]
-
+    # Every delta row is inserted or added to (the upsert has no condition): those are the windows touched.
+    return [Touched(d, k, EPOCH + timedelta(seconds=w)) for d, k, w in zip(deltas.dimension, deltas.key, deltas.window,
+                                                                           strict=True)]
