@@ -336,9 +336,10 @@ class Worker:
         empty = []
         for msg in messages:
             where = (msg.topic(), msg.partition())
-            if msg.error() is None:
+            error = msg.error()
+            if error is None:
                 self._no_data_yet.discard(where)
-            elif msg.error().code() == KafkaError._PARTITION_EOF and where in self._no_data_yet:
+            elif error.code() == KafkaError._PARTITION_EOF and where in self._no_data_yet:
                 empty.append(where)
         if empty:
             try:
