@@ -223,19 +223,69 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from models.dataset import read_labelled_csv
-    from models.evaluation import evaluate_scores
-    from models.training import TrainConfig, split
+    from models.evaluation import behaviour_report, evaluate_scores, labels_and_scores
+    from models.training import split
 
-    if bool(args.input) == bool(args.dev_splits):
-        raise UsageError("give either --input FILE --task TASK or --dev-splits")
+    if sum(map(bool, (args.input, args.dev_splits, args.behaviour, args.ood))) != 1:
+        raise UsageError("give one of --input FILE --task TASK, --dev-splits, --behaviour or --ood")
     if args.input and not args.task:
         raise UsageError("--input needs --task (sentiment or topic)")
+    if args.ood:
+        return _evaluate_ood(args, settings)
     classifier = _load_classifier(settings, args.model_dir)
-    examples = split(TrainConfig())[1] if args.dev_splits else read_labelled_csv(Path(args.input), args.task)
+    head = {"model_version": classifier.version, "precision": classifier.precision}
+    if args.behaviour:
+        def score(texts: list[str]) -> tuple[list[str], list[str], list[float]]:
+            scores = classifier.score(texts)
+            return labels_and_scores(scores.topic_index, scores.sentiment_probs, classifier.topics,
+                                     classifier.sentiments)
+
+        report = behaviour_report(score, failures=args.failures)
+        print(json.dumps({**head, "pass_rates": {name: entry["pass_rate"] for name, entry in report.items()},
+                          "behaviour": report}))
+        return 0
+    examples = split(_recipe_of(args.model_dir or settings.model_dir))[1] if args.dev_splits \
+        else read_labelled_csv(Path(args.input), args.task)
     scores = classifier.score([ex.text for ex in examples])
     report = evaluate_scores(examples, scores.topic_index, scores.topic_prob, scores.sentiment_probs,
                              classifier.topics, classifier.sentiments)
-    print(json.dumps({"model_version": classifier.version, "precision": classifier.precision, **report}))
+    print(json.dumps({**head, **report}))
+    return 0
+
+
+def _recipe_of(model_dir: Path) -> Any:
+    """The TrainConfig a model folder was trained with (its metrics.json), for its dev split and OOD runs."""
+    from dataclasses import fields
+
+    from models.training import TrainConfig
+
+    recipe = json.loads((model_dir / "metrics.json").read_text()).get("recipe", {}) \
+        if (model_dir / "metrics.json").is_file() else {}
+    known = {f.name for f in fields(TrainConfig)}
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items() if k in known}
+    return TrainConfig(**{**values, "teacher_dir": None, "init_dir": None})
+
+
+def _evaluate_ood(args: argparse.Namespace, settings: Settings) -> int:
+    """Leave one domain out: train the model's recipe (one stage) without it, score on its dev split."""
+    import tempfile
+    from dataclasses import replace
+
+    from models.training import train
+
+    model_dir = args.model_dir or settings.model_dir
+    recipe = _recipe_of(model_dir)
+    out: dict[str, Any] = {}
+    for domain in args.ood:
+        config = replace(recipe, leave_out=domain, teacher_epochs=0.0,
+                         epochs=args.epochs if args.epochs is not None else recipe.epochs)
+        with tempfile.TemporaryDirectory(prefix=f"ood-{domain}-") as scratch:
+            result = train(config, Path(scratch), progress=False)
+        left_out = {name: report for name, report in result.metrics.items() if name.endswith(f"/{domain}")}
+        out[domain] = {"trained_without": domain, "epochs": config.epochs, "seconds": result.seconds,
+                       "in_domain_model_version": result.version, "dev": left_out}
+        log.info("without %s: %s", domain, {k: v["macro_f1"] for k, v in left_out.items()})
+    print(json.dumps({"recipe_of": str(model_dir), "ood": out}))
     return 0
 
 
@@ -269,7 +319,8 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     epochs = args.epochs if args.epochs is not None else settings.retrain_epochs if args.now else 4.0
     teacher_epochs = args.teacher_epochs if args.teacher_epochs is not None else 0.0 if args.now else 3.0
     config = TrainConfig(seed=args.seed, epochs=epochs, teacher_epochs=teacher_epochs,
-                         max_examples_per_task=args.max_examples_per_task, init_dir=args.init)
+                         max_examples_per_task=args.max_examples_per_task, init_dir=args.init,
+                         **_recipe_overrides(args.set or []))
     if args.now:
         from workers.lifecycle.scheduler import retrain_locked
         from workers.services.db import make_engine, prepare
@@ -295,6 +346,32 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _recipe_overrides(items: list[str]) -> dict[str, Any]:
+    """`--set key=value` pairs as TrainConfig fields, each parsed by the field's type."""
+    from dataclasses import fields
+
+    from models.training import TrainConfig
+
+    types = {f.name: str(f.type) for f in fields(TrainConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in types:
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(types)}")
+        kind = types[key]
+        if kind.startswith("bool"):
+            out[key] = value.lower() in {"1", "true", "yes"}
+        elif kind.startswith("tuple"):
+            out[key] = tuple(v for v in value.split(",") if v)
+        elif kind.startswith("int"):
+            out[key] = int(value)
+        elif kind.startswith("float"):
+            out[key] = float(value)
+        else:
+            out[key] = value or None
+    return out
+
+
 def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
     from workers.lifecycle.scheduler import build_scheduler
     from workers.services.db import prepare
@@ -317,6 +394,8 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
     from workers.services.db import make_engine, prepare
     from workers.services.embedded import services
 
+    if args.action == "gate":
+        return _gate_folder(args, settings)
     with services(settings, broker=False) as (_, url):
         prepare(url, embedded=settings.database_url is None)
         engine = make_engine(url)
@@ -336,6 +415,21 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
             now = registry.rollback(engine)
             print(f"rolled back; serving {now}")
     return 0
+
+
+def _gate_folder(args: argparse.Namespace, settings: Settings) -> int:
+    """`model gate DIR`: the promotion gate of DIR against the serving default, on DIR's recipe's dev split and
+    the behavioural suite; with --ship, DIR replaces the default if (and only if) it passes."""
+    from models.training import split
+    from workers.lifecycle.retrain import challenge, ship
+
+    candidate, default = Path(args.candidate), args.against or settings.model_dir
+    dev_set = split(_recipe_of(candidate))[1]
+    verdict, evaluation = (ship if args.ship else challenge)(candidate, default, dev_set)
+    print(json.dumps({"candidate": str(candidate), "against": str(default), "promote": verdict.promote,
+                      "shipped": bool(args.ship and verdict.promote), "reason": verdict.reason,
+                      "evaluation": evaluation}))
+    return 0 if verdict.promote else 1
 
 
 def cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
@@ -496,7 +590,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "or on the trainer's seeded dev splits per domain")
     p.add_argument("--input", help="a text,label CSV in the shared data's format")
     p.add_argument("--task", choices=["sentiment", "topic"])
-    p.add_argument("--dev-splits", action="store_true", help="the dev splits of the shipped recipe, per domain")
+    p.add_argument("--dev-splits", action="store_true", help="the dev splits of the model's recipe, per domain")
+    p.add_argument("--behaviour", action="store_true",
+                   help="the behavioural suite (data/behaviour/suite.yaml, test half): pass rate per capability")
+    p.add_argument("--failures", type=int, default=0, help="with --behaviour: list this many failures per capability")
+    p.add_argument("--ood", nargs="+", choices=["tweets", "news", "traders"],
+                   help="leave each domain out: train the model's recipe (one stage) without it, score on it")
+    p.add_argument("--epochs", type=float, help="with --ood: epochs of each run (default: the recipe's)")
     p.add_argument("--model-dir", type=Path)
     p.set_defaults(func=cmd_evaluate)
 
@@ -518,6 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default under the data directory)")
     p.add_argument("--now", action="store_true", help="run the scheduled job now: train, compare, register")
     p.add_argument("--init", help="warm start from a model folder, or 'champion' with --now (default: MiniLM)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="change one recipe field (models.training.TrainConfig), e.g. --set sources=finentity,surge")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("model", help="the model registry: list, promote VERSION, rollback")
@@ -525,6 +627,11 @@ def build_parser() -> argparse.ArgumentParser:
     model_sub.add_parser("list", help="every registered version, oldest first, as JSON lines")
     model_sub.add_parser("promote", help="make a registered version the champion").add_argument("version")
     model_sub.add_parser("rollback", help="bring back the champion before the current one")
+    gate_p = model_sub.add_parser("gate", help="the promotion gate of a model folder against the shipped default "
+                                  "(dev splits and behavioural suite); exit 1 if refused")
+    gate_p.add_argument("candidate", help="a model folder (from `finsentry train`)")
+    gate_p.add_argument("--against", type=Path, help="the folder to beat (default: FINSENTRY_MODEL_DIR)")
+    gate_p.add_argument("--ship", action="store_true", help="if it passes, copy it over the folder it beat")
     p.set_defaults(func=cmd_model)
 
     p = sub.add_parser("retention", help="delete stored text older than the retention period (trends stay)")

@@ -1,7 +1,9 @@
 """Labelled training data: reading each source, mapping labels, and a seeded stratified dev split per domain.
 
-Two domains (registers) of text: "tweets" (the two zeroshot data sets) and "news" (FinEntity's news
-sentences). Every example carries its domain, so splits, metrics and the promotion gate can be per domain.
+Domains (registers) of text: "tweets" (the two zeroshot data sets: financial news tweets), "news"
+(FinEntity's news sentences, with sentiment from its annotators and topics labelled by the team) and
+"traders" (stock tweets and phrases by traders: surge-ai, Taborda, poojathakoor). Every example carries its
+domain, so splits, metrics and the promotion gate can be per domain.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 SENTIMENT_DIR = DATA_DIR / "twitter_financial_news_sentiment"
 TOPIC_DIR = DATA_DIR / "twitter_financial_news_topic"
 FINENTITY_JSON = DATA_DIR / "finentity" / "FinEntity.json"
+FINENTITY_TOPICS = DATA_DIR / "finentity" / "topics.csv"
+SURGE_CSV = DATA_DIR / "surge_ai" / "sentiment.csv"
+POOJA_DIR = DATA_DIR / "poojathakoor"
+TABORDA_CSV = DATA_DIR / "taborda" / "Taborda_tweets_labelled.csv"
 
 # The sentiment set's labels are 0 Bearish, 1 Bullish, 2 Neutral; ours are SENTIMENTS' order.
 _SENTIMENT_FROM_SOURCE = {"Bearish": "negative", "Bullish": "positive", "Neutral": "neutral"}
@@ -62,6 +68,18 @@ _WIRE_MARKUP = re.compile(r"\s*<[^<>\s]{1,24}>|\s*\[n[A-Z0-9]{6,14}\]")
 _SPACES = re.compile(r"\s+")
 
 
+def finentity_texts(path: Path = FINENTITY_JSON) -> list[tuple[str, set[str]]]:
+    """FinEntity's passages without wire markup, each once, with the set of its entities' labels."""
+    seen: set[str] = set()
+    out = []
+    for record in json.loads(path.read_text(encoding="utf-8")):
+        text = _SPACES.sub(" ", _WIRE_MARKUP.sub("", record["content"])).strip()
+        if text and text not in seen:
+            seen.add(text)
+            out.append((text, {a["label"].lower() for a in record["annotations"]}))
+    return out
+
+
 def read_finentity(path: Path = FINENTITY_JSON) -> list[Example]:
     """FinEntity's news sentences as sentence-level sentiment examples (domain "news").
 
@@ -70,42 +88,99 @@ def read_finentity(path: Path = FINENTITY_JSON) -> list[Example]:
     polarity is not what the annotators judged). Duplicate sentences are kept once.
     """
     names = list(SENTIMENTS)
-    seen: set[str] = set()
-    examples = []
-    for record in json.loads(path.read_text(encoding="utf-8")):
-        labels = {a["label"].lower() for a in record["annotations"]}
-        text = _SPACES.sub(" ", _WIRE_MARKUP.sub("", record["content"])).strip()
-        if len(labels) != 1 or not text or text in seen:
-            continue
-        seen.add(text)
-        examples.append(Example(text, "sentiment", names.index(labels.pop()), "news"))
-    return examples
+    return [Example(text, "sentiment", names.index(next(iter(labels))), "news")
+            for text, labels in finentity_texts(path) if len(labels) == 1]
+
+
+def read_finentity_topics(path: Path = FINENTITY_TOPICS, topics: list[str] | None = None) -> list[Example]:
+    """The team's topic labels of FinEntity's passages (`id,text,topic,note`; see data/README.md)."""
+    names = topics or topic_names()
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [Example(row["text"], "topic", names.index(row["topic"]), "news") for row in csv.DictReader(handle)]
+
+
+def _polar_or_neutral(label: str) -> int:
+    return list(SENTIMENTS).index(label)
+
+
+def read_surge(path: Path = SURGE_CSV) -> list[Example]:
+    """surge-ai/stock-sentiment: stock tweets labelled Positive or Negative (no neutral class)."""
+    to_label = {"Positive": "positive", "Negative": "negative"}
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [Example(row["Tweet Text"], "sentiment", _polar_or_neutral(to_label[row["Sentiment"].strip()]), "traders")
+                for row in csv.DictReader(handle)]
+
+
+def read_pooja(folder: Path = POOJA_DIR) -> list[Example]:
+    """poojathakoor/twitter-stock-sentiment: one trader phrase a line, the label is the file's name.
+    bullish.txt is cp1252, the others UTF-8; lines are split on "\n" only (cp1252's 0x85 is an ellipsis)."""
+    out = []
+    for name, label, encoding in (("bearish", "negative", "utf-8"), ("bullish", "positive", "cp1252"),
+                                  ("neutral", "neutral", "utf-8")):
+        for line in (folder / f"{name}.txt").read_bytes().decode(encoding).split("\n"):
+            if line.strip():
+                out.append(Example(line.strip(), "sentiment", _polar_or_neutral(label), "traders"))
+    return out
+
+
+def read_taborda(path: Path = TABORDA_CSV) -> list[Example]:
+    """Taborda et al.'s stock market tweets (`id;created_at;text;sentiment`): the 1,300 rows with a label."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [Example(row["text"], "sentiment", _polar_or_neutral(row["sentiment"].strip()), "traders")
+                for row in csv.DictReader(handle, delimiter=";") if (row["sentiment"] or "").strip()]
+
+
+def consistent(examples: list[Example]) -> list[Example]:
+    """Each (task, text) once (case- and space-insensitive); a text with conflicting labels is dropped."""
+    by_key: dict[tuple[str, str], set[int]] = defaultdict(set)
+    first: dict[tuple[str, str], Example] = {}
+    for ex in examples:
+        key = (ex.task, _SPACES.sub(" ", ex.text).strip().lower())
+        by_key[key].add(ex.label)
+        first.setdefault(key, ex)
+    return [ex for key, ex in first.items() if len(by_key[key]) == 1]
 
 
 def dedupe_against(examples: list[Example], others: list[Example]) -> list[Example]:
-    """Drop examples whose text (case- and space-insensitive) is also one of `others`' texts."""
-    def key(text: str) -> str:
-        return _SPACES.sub(" ", text).strip().lower()
+    """Drop examples whose (task, text) (text case- and space-insensitive) is also one of `others`'."""
+    def key(ex: Example) -> tuple[str, str]:
+        return ex.task, _SPACES.sub(" ", ex.text).strip().lower()
 
-    taken = {key(ex.text) for ex in others}
-    return [ex for ex in examples if key(ex.text) not in taken]
+    taken = {key(ex) for ex in others}
+    return [ex for ex in examples if key(ex) not in taken]
 
 
-def training_examples() -> list[Example]:
-    """Every labelled example the product trains on: tweets (both tasks) and news sentences."""
-    tweets = read_labelled_csv(SENTIMENT_DIR / "train.csv", "sentiment", "tweets") + read_labelled_csv(
+# Sources beyond the tweets, by the name a recipe gives them (TrainConfig.sources).
+SOURCES = {
+    "finentity": (read_finentity, FINENTITY_JSON),
+    "finentity-topics": (read_finentity_topics, FINENTITY_TOPICS),
+    "surge": (read_surge, SURGE_CSV),
+    "pooja": (read_pooja, POOJA_DIR / "bullish.txt"),
+    "taborda": (read_taborda, TABORDA_CSV),
+}
+DEFAULT_SOURCES = ("finentity",)
+
+
+def training_examples(sources: tuple[str, ...] = DEFAULT_SOURCES) -> list[Example]:
+    """Every labelled example of a recipe: the tweets (both tasks), then each named source, each de-duplicated
+    within itself and against everything before it."""
+    examples = read_labelled_csv(SENTIMENT_DIR / "train.csv", "sentiment", "tweets") + read_labelled_csv(
         TOPIC_DIR / "train.csv", "topic", "tweets"
     )
-    return tweets + dedupe_against(read_finentity(), tweets)
+    for name in sources:
+        examples += dedupe_against(consistent(SOURCES[name][0]()), examples)
+    return examples
 
 
-def data_files() -> dict[str, Path]:
+def data_files(sources: tuple[str, ...] = DEFAULT_SOURCES) -> dict[str, Path]:
     """The files `training_examples` reads, by the name the model card gives them."""
-    return {
-        "sentiment_train.csv": SENTIMENT_DIR / "train.csv",
-        "topic_train.csv": TOPIC_DIR / "train.csv",
-        "FinEntity.json": FINENTITY_JSON,
-    }
+    files = {"sentiment_train.csv": SENTIMENT_DIR / "train.csv", "topic_train.csv": TOPIC_DIR / "train.csv"}
+    for name in sources:
+        if name == "pooja":
+            files.update({f"poojathakoor/{p.name}": p for p in sorted(POOJA_DIR.glob("*.txt"))})
+        else:
+            files[SOURCES[name][1].name] = SOURCES[name][1]
+    return files
 
 
 def file_sha256(path: Path) -> str:
@@ -143,6 +218,13 @@ def split_by_domain(
     for domain in sorted({ex.domain for ex in examples}):
         part_train, part_dev = stratified_split([ex for ex in examples if ex.domain == domain],
                                                 dev_fractions[domain], seed)
+        # A text labelled for both tasks (news: sentiment and topic) is on the side its sentiment label
+        # fell on, so no dev text was seen in training under its other label.
+        dev_texts = {ex.text for ex in part_dev if ex.task == "sentiment"}
+        train_texts = {ex.text for ex in part_train if ex.task == "sentiment"}
+        part_dev, part_train = (
+            [ex for ex in part_dev if ex.text not in train_texts] + [ex for ex in part_train if ex.text in dev_texts],
+            [ex for ex in part_train if ex.text not in dev_texts] + [ex for ex in part_dev if ex.text in train_texts])
         train += part_train
         dev += part_dev
     rng = random.Random(seed)

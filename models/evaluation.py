@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from models import metrics
+from models import behaviour, metrics
 from models.dataset import Example
 
 TASKS = ("topic", "sentiment")
@@ -61,3 +61,17 @@ def evaluate_scores(
             slice_report["polarity_accuracy"] = round(float(agrees[polar].mean()), 4) if polar.any() else 0.0
         report[name] = slice_report
     return report
+
+
+def labels_and_scores(topic_index: np.ndarray, sentiment_probs: np.ndarray, topics: list[str],
+                      sentiments: list[str]) -> tuple[list[str], list[str], list[float]]:
+    """(topic names, sentiment labels, sentiment scores) of served scores: what the behavioural suite judges."""
+    positive, negative = sentiments.index("positive"), sentiments.index("negative")
+    score = sentiment_probs[:, positive] - sentiment_probs[:, negative]
+    return ([topics[int(i)] for i in topic_index], [sentiments[int(i)] for i in sentiment_probs.argmax(axis=1)],
+            [float(s) for s in score])
+
+
+def behaviour_report(score: behaviour.Scorer, failures: int = 0) -> dict[str, Any]:
+    """The behavioural suite's test half, scored: pass rate per capability (see `models.behaviour`)."""
+    return behaviour.report(behaviour.run(behaviour.cases("test"), score), failures)

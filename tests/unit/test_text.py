@@ -38,6 +38,23 @@ def test_an_entity_that_unescapes_to_a_cashtag_is_a_ticker() -> None:
        .map("".join))
 def test_normalisation_collapses_whitespace_as_the_regex_did(raw: str) -> None:
     """normalize_text joins str.split(); the model was trained with a whitespace regex and strip()."""
-    from models.text import _URL
+    from models.text import _URL, pictographs_as_words
 
-    assert normalize_text(raw) == re.sub(r"\s+", " ", _URL.sub(" ", html.unescape(raw))).strip()
+    assert normalize_text(raw) == re.sub(r"\s+", " ", pictographs_as_words(_URL.sub(" ", html.unescape(raw)))).strip()
+
+
+def test_emoji_are_written_as_words_with_market_meanings() -> None:
+    assert normalize_text("$TSLA 🚀🚀 to the moon 🌙") == "$TSLA rocket rocket to the moon moon"
+    assert normalize_text("bulls 🐂 vs bears 🐻, 📈 then 📉") == "bulls bull vs bears bear , chart up then chart down"
+    assert normalize_text("diamond hands 💎🙌🏽 ⬆️") == "diamond hands diamond raised hands up arrow"  # tone, VS16 gone
+
+
+def test_a_long_run_of_one_emoji_counts_as_three_and_other_symbols_use_their_names() -> None:
+    assert normalize_text("$GME " + "🚀" * 12) == "$GME rocket rocket rocket"
+    assert normalize_text("game on 🎮") == "game on video game"
+    assert normalize_text("5 → 6, 20°C, €3 ™") == "5 → 6, 20°C, €3 ™"  # maths, units, currencies stay
+
+
+def test_cashtags_numbers_and_ascii_text_are_untouched() -> None:
+    text = "$AAPL +3.2% to $191.50, EPS $1.52 vs $1.43 est."
+    assert normalize_text(text) == text

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "finsentry_model"
 MAX_RECALL_DROP = 0.02
+MAX_CAPABILITY_DROP = 0.02  # behavioural suite: pass rate points a challenger may lose on any capability
 
 
 class RegistryError(FinsentryError):
@@ -36,16 +37,26 @@ class GateResult:
     reason: str
 
 
-def gate(challenger: dict[str, Any], champion: dict[str, Any], max_recall_drop: float = MAX_RECALL_DROP) -> GateResult:
-    """Promote only if no slice's macro-F1 is lower and no class's recall drops by more than the limit.
+def gate(challenger: dict[str, Any], champion: dict[str, Any], max_recall_drop: float = MAX_RECALL_DROP,
+         challenger_behaviour: dict[str, float] | None = None, champion_behaviour: dict[str, float] | None = None,
+         max_capability_drop: float = MAX_CAPABILITY_DROP) -> GateResult:
+    """Promote only if no slice's macro-F1 is lower, no class's recall drops by more than the limit, and no
+    capability of the behavioural suite loses more than `max_capability_drop` of its pass rate.
 
-    Both arguments are per-slice reports measured on the same evaluation set: a task ("sentiment") and,
-    where a task has several domains, each domain ("sentiment/news", "sentiment/tweets"), so a challenger
-    that gains on tweets and loses on news is refused. A class's recall may fall by the limit or by one
-    text of its support, whichever is more: on a small slice one text moves recall by several points.
+    The reports are per-slice, measured on the same evaluation set: a task ("sentiment") and, where a task
+    has several domains, each domain ("sentiment/news", "sentiment/tweets"), so a challenger that gains on
+    tweets and loses on news is refused. A class's recall may fall by the limit or by one text of its
+    support, whichever is more: on a small slice one text moves recall by several points. The behaviour
+    arguments are {capability: pass rate} of both models on the suite's test half (`models.behaviour`).
     """
     failures: list[str] = []
     summary: list[str] = []
+    for name, old_rate in sorted((champion_behaviour or {}).items()):
+        new_rate = (challenger_behaviour or {}).get(name, 0.0)
+        summary.append(f"behaviour {name} {new_rate:.4f} vs {old_rate:.4f}")
+        if old_rate - new_rate > max_capability_drop + 1e-9:
+            failures.append(f"behaviour {name!r} fell by {(old_rate - new_rate) * 100:.1f} points "
+                            f"({old_rate:.4f} to {new_rate:.4f})")
     for name in sorted(champion):
         new, old = challenger[name], champion[name]
         summary.append(f"{name} macro-F1 {new['macro_f1']:.4f} vs {old['macro_f1']:.4f}")
@@ -60,7 +71,8 @@ def gate(challenger: dict[str, Any], champion: dict[str, Any], max_recall_drop: 
     if failures:
         return GateResult(False, "; ".join(failures))
     return GateResult(True, "; ".join(summary) + f"; no class recall fell by more than {max_recall_drop * 100:g} "
-                      "points (or one text of a small class)")
+                      f"points (or one text of a small class); no capability fell by more than "
+                      f"{max_capability_drop * 100:g} points")
 
 
 def champion_row(conn: Connection) -> Any:

@@ -21,8 +21,10 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects.postgresql import insert
 
+from models.artifacts import CARD, CHECKSUMS, CONFIG, TOKENIZER, WEIGHTS, verify_artifact
+from models.behaviour import pass_rates
 from models.dataset import Example, topic_names
-from models.training import TrainConfig, evaluate_model_dir, train
+from models.training import TrainConfig, behaviour_of_model_dir, evaluate_model_dir, train
 from schemas.errors import UsageError
 from schemas.predictions import SENTIMENTS
 from schemas.tables import labels, model_versions
@@ -130,6 +132,28 @@ def _held_back_failures(new: dict[str, Any], old: dict[str, Any], held: list[Exa
     return failures
 
 
+def challenge(challenger: Path, champion: Path, dev_set: list[Example]) -> tuple[registry.GateResult, dict[str, Any]]:
+    """Score both model folders on the same dev set and the behavioural suite, and gate the challenger."""
+    new, old = evaluate_model_dir(challenger, dev_set), evaluate_model_dir(champion, dev_set)
+    new_behaviour, old_behaviour = behaviour_of_model_dir(challenger), behaviour_of_model_dir(champion)
+    verdict = registry.gate(new, old, challenger_behaviour=pass_rates(new_behaviour),
+                            champion_behaviour=pass_rates(old_behaviour))
+    return verdict, {"frozen_set": {"n": len(dev_set), "challenger_metrics": new, "champion_metrics": old},
+                     "behaviour": {"challenger": new_behaviour, "champion": old_behaviour}}
+
+
+def ship(candidate: Path, default_dir: Path, dev_set: list[Example]) -> tuple[registry.GateResult, dict[str, Any]]:
+    """Replace the shipped default (a folder in the package) by `candidate` only if it passes the gate
+    against it: the way a new default is chosen, with no decision by hand."""
+    verdict, evaluation = challenge(candidate, default_dir, dev_set)
+    if verdict.promote:
+        verify_artifact(candidate)
+        for name in (WEIGHTS, CONFIG, TOKENIZER, CHECKSUMS, CARD, "metrics.json"):
+            shutil.copyfile(candidate / name, default_dir / name)
+        verify_artifact(default_dir)
+    return verdict, evaluation
+
+
 def retrain_and_register(
     engine: Engine, models_root: Path, default_dir: Path, config: TrainConfig, progress: bool = False
 ) -> dict[str, Any]:
@@ -158,10 +182,8 @@ def retrain_and_register(
     else:
         work.rename(final)
 
-    champion_metrics = evaluate_model_dir(champion, result.dev_set)
-    verdict = registry.gate(result.metrics, champion_metrics)
-    evaluation: dict[str, Any] = {"frozen_set": {"n": len(result.dev_set), "champion": champion_version,
-                                                 "champion_metrics": champion_metrics}}
+    verdict, evaluation = challenge(final, champion, result.dev_set)
+    evaluation["frozen_set"]["champion"] = champion_version
     failures = [] if verdict.promote else [verdict.reason]
     if held:
         new_held, old_held = evaluate_model_dir(final, held), evaluate_model_dir(champion, held)

@@ -102,3 +102,21 @@ def test_gate_allows_one_texts_worth_of_recall_on_a_small_class() -> None:
     assert gate({"s": with_support(0.9, 1 - 1 / 34, 34)}, {"s": with_support(0.9, 1.0, 34)}).promote
     assert not gate({"s": with_support(0.9, 1 - 2 / 34, 34)}, {"s": with_support(0.9, 1.0, 34)}).promote
     assert not gate({"s": with_support(0.9, 0.97, 400)}, {"s": with_support(0.9, 1.0, 400)}).promote
+
+
+BEHAVIOUR = {"direction": 0.93, "negation": 0.91, "slang": 0.95}
+
+
+def test_gate_refuses_a_challenger_that_loses_more_than_two_points_on_a_capability() -> None:
+    worse = {**BEHAVIOUR, "negation": 0.885}
+    verdict = gate(CHAMPION, CHAMPION, challenger_behaviour=worse, champion_behaviour=BEHAVIOUR)
+    assert not verdict.promote
+    assert verdict.reason == "behaviour 'negation' fell by 2.5 points (0.9100 to 0.8850)"
+    within = {**BEHAVIOUR, "negation": 0.895, "slang": 0.99}
+    assert gate(CHAMPION, CHAMPION, challenger_behaviour=within, champion_behaviour=BEHAVIOUR).promote
+
+
+def test_gate_refuses_a_challenger_missing_a_capability_the_champion_has() -> None:
+    partial = {"direction": 0.99, "slang": 0.99}
+    verdict = gate(CHAMPION, CHAMPION, challenger_behaviour=partial, champion_behaviour=BEHAVIOUR)
+    assert not verdict.promote and "'negation' fell by 91.0 points" in verdict.reason

@@ -102,3 +102,40 @@ def test_slices_and_scores_per_domain() -> None:
     # "b" is labelled positive and its score is 0.4 - 0.5 < 0: one of the two polar texts has the right sign.
     assert news["polarity_accuracy"] == 0.5
     assert report["sentiment/tweets"]["accuracy"] == 1.0 and report["topic"]["accuracy"] == 0.5
+
+
+def test_counterfactuals_flip_one_direction_cue_and_the_label() -> None:
+    from models.augment import counterfactuals
+
+    examples = [
+        Example("Acme profit rose 12% in Q3", "sentiment", 2, "tweets"),
+        Example("Brill Corp Upgraded to buy at UBS", "sentiment", 2, "tweets"),
+        Example("Shares fell despite strong sales", "sentiment", 0, "tweets"),  # two cues: not flipped
+        Example("Stocks rose, Nasdaq +2%", "sentiment", 2, "tweets"),  # another sign of direction
+        Example("Acme results out on Tuesday", "sentiment", 1, "tweets"),  # neutral: not flipped
+        Example("Acme profit rose 12%", "topic", 5, "tweets"),  # topic labels do not depend on direction
+    ]
+    flipped = counterfactuals(examples)
+    assert [(ex.text, SENTIMENTS[ex.label]) for ex in flipped] == [
+        ("Acme profit fell 12% in Q3", "negative"),
+        ("Brill Corp Downgraded to buy at UBS", "negative"),
+    ]
+
+
+def test_new_sources_are_read_with_their_labels_and_leave_the_old_dev_splits_alone() -> None:
+    from models.dataset import read_finentity_topics, read_pooja, read_surge, read_taborda
+    from models.training import TrainConfig, split
+
+    surge, pooja, taborda = read_surge(), read_pooja(), read_taborda()
+    assert {SENTIMENTS[ex.label] for ex in surge} == {"negative", "positive"}  # surge-ai has no neutral class
+    assert {SENTIMENTS[ex.label] for ex in pooja} == {SENTIMENTS[ex.label] for ex in taborda} == set(SENTIMENTS)
+    assert len(taborda) == 1300 and all(ex.domain == "traders" for ex in surge + pooja + taborda)
+    assert not any("\ufffd" in ex.text for ex in pooja)  # bullish.txt is cp1252, decoded as such
+    assert len(read_finentity_topics()) == 968
+
+    old_dev = split(TrainConfig())[1]
+    new_train, new_dev = split(TrainConfig(sources=("finentity", "finentity-topics", "surge", "pooja", "taborda")))
+    legacy = [ex for ex in new_dev if (ex.domain, ex.task) != ("news", "topic") and ex.domain != "traders"]
+    assert sorted(map(repr, legacy)) == sorted(map(repr, old_dev))
+    # a news text's topic label is on the side of the split its sentiment label is on
+    assert not {ex.text for ex in new_dev} & {ex.text for ex in new_train}
