@@ -95,6 +95,13 @@ class Settings(BaseSettings):
     """Per dimension or key, e.g. `{"ticker": {"min_volume": 30}, "topic:Macro": {"threshold": 9}}`."""
     spike_dimensions: list[str] = ["topic", "ticker"]
     """What the detector watches."""
+    spike_author_cap: int = 3
+    """Stories an author counts for in one window of one key; a story counts once (detection only: the trend
+    tables keep every message)."""
+    coordination_min_excess: int = 30
+    """Messages beyond a window's effective count, above the key's usual excess, that make it coordinated ..."""
+    coordination_excess_ratio: float = 0.2
+    """... and that excess as a share of the key's usual effective volume."""
     detect_interval_s: float = 1.0
     """Seconds between the detector's sweeps of keys whose windows closed, and between delivery passes."""
     touched_topic: str = "finsentry.windows"

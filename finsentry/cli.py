@@ -293,22 +293,32 @@ def cmd_evaluate_spikes(args: argparse.Namespace, settings: Settings) -> int:
     import random
 
     from models.dataset import SENTIMENT_DIR, TOPIC_DIR, read_labelled_csv
-    from workers.alerting.detector import spike_params
-    from workers.tools.spike_eval import EvalConfig, evaluate, topic_pools
+    from workers.alerting.detector import author_cap, coordination_params, spike_params
+    from workers.tools.spike_eval import AttackConfig, EvalConfig, evaluate, evaluate_attacks, text_pools, topic_pools
 
     classifier = _load_classifier(settings, args.model_dir)
     texts = [ex.text for ex in read_labelled_csv(TOPIC_DIR / "train.csv", "topic")
              + read_labelled_csv(SENTIMENT_DIR / "train.csv", "sentiment")]
     random.Random(5).shuffle(texts)
-    scores = classifier.score(texts[: args.texts])
+    texts = texts[: args.texts]
+    scores = classifier.score(texts)
     negative = list(scores.sentiment_probs.argmax(axis=1) == classifier.sentiments.index("negative"))
-    pools = topic_pools([classifier.topics[i] for i in scores.topic_index], negative, min_pool=40)
+    topics = [classifier.topics[i] for i in scores.topic_index]
+    if args.attacks:
+        pools = text_pools(topics, texts, negative, min_pool=40)
+        for volume in args.volume:
+            attack = AttackConfig(volume=volume, windows_per_topic=args.windows)
+            result = evaluate_attacks(pools, spike_params(settings), coordination_params(settings),
+                                      author_cap(settings), attack, detector=args.detector)
+            print(json.dumps({"model_version": classifier.version, "texts": len(texts), **result}))
+        return 0
+    pools_ = topic_pools(topics, negative, min_pool=40)
     for volume in args.volume:
         config = EvalConfig(volume=volume, windows_per_topic=args.windows)
-        result = evaluate(pools, spike_params(settings), config)
+        result = evaluate(pools_, spike_params(settings), config)
         if not args.per_topic:
             result.pop("per_topic")
-        print(json.dumps({"model_version": classifier.version, "texts": args.texts, **result}))
+        print(json.dumps({"model_version": classifier.version, "texts": len(texts), **result}))
     return 0
 
 
@@ -605,6 +615,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--windows", type=int, default=1500, help="windows simulated per topic")
     p.add_argument("--volume", type=float, nargs="+", default=[100.0, 200.0], help="mean messages per window")
     p.add_argument("--per-topic", action="store_true")
+    p.add_argument("--attacks", action="store_true",
+                   help="inject genuine bursts and floods from 1-5 accounts (copies and near copies) instead")
+    p.add_argument("--detector", choices=["diversity", "raw"], default="diversity",
+                   help="with --attacks: the production detectors, or the sentiment CUSUM on raw counts alone")
     p.add_argument("--model-dir", type=Path)
     p.set_defaults(func=cmd_evaluate_spikes)
 

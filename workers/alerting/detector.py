@@ -32,6 +32,7 @@ from schemas.tables import (
     trend_windows,
     webhook_endpoints,
 )
+from workers.alerting.diversity import CoordinationParams
 from workers.alerting.routing import Route, recipients
 from workers.alerting.spikes import Point, SpikeEvent, SpikeParams, SpikeState, step
 
@@ -44,6 +45,15 @@ def spike_params(settings: Settings) -> SpikeParams:
         min_volume=settings.spike_min_volume, warmup_windows=settings.spike_warmup_windows,
         cooldown_windows=settings.spike_cooldown_windows,
     )
+
+
+def author_cap(settings: Settings) -> int:
+    return settings.spike_author_cap
+
+
+def coordination_params(settings: Settings) -> CoordinationParams:
+    return CoordinationParams(min_excess=settings.coordination_min_excess,
+                              excess_ratio=settings.coordination_excess_ratio, alpha=settings.spike_alpha)
 
 
 def params_for(base: SpikeParams, overrides: dict[str, dict[str, Any]], dimension: str, key: str) -> SpikeParams:
