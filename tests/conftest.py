@@ -84,5 +84,5 @@ def settings(unique: str, tmp_path: Path) -> Settings:
         consumer_group=f"group-{unique}", topic_partitions=2, trend_series=f"test-{unique}",
         touched_topic=f"windows-{unique}", alerts_topic=f"alerts-{unique}", detector_app_id=f"detector-{unique}",
         micro_batch_size=64, micro_batch_timeout_s=0.2, forward_batch_size=32, data_dir=tmp_path,
-        device="cpu",
+        device="cpu", detector_metrics_port=0,
     )
