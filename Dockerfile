@@ -13,6 +13,6 @@ COPY workers workers
 COPY migrations migrations
 COPY data data
 RUN pip install --no-cache-dir -e . && pip check
-EXPOSE 9108
+EXPOSE 9108 9107
 ENTRYPOINT ["finsentry"]
 CMD ["worker"]
