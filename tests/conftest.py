@@ -21,6 +21,17 @@ from workers.services.embedded import EmbeddedBroker
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The fuzz run (marker `fuzz`) runs only when the -m expression names it (`pytest -m fuzz`): a plain
+    `pytest`, or `-m "not faults"`, leaves it out."""
+    if "fuzz" in (config.getoption("markexpr") or ""):
+        return
+    fuzz = [item for item in items if item.get_closest_marker("fuzz")]
+    if fuzz:
+        config.hook.pytest_deselected(items=fuzz)
+        items[:] = [item for item in items if not item.get_closest_marker("fuzz")]
+
+
 @pytest.fixture(scope="session")
 def classifier() -> Classifier:
     return Classifier(DEFAULT_MODEL_DIR, device="cpu", forward_batch_size=64)
