@@ -1,4 +1,7 @@
-"""Generated and mutated Kafka records for the fuzz run, from a seed: reproducible record by record.
+"""Generated and mutated Kafka records for the fuzz run, from a seed and a clock.
+
+The same seed gives the same records but for their times, which are relative to the clock: a mutant
+whose time lands near a limit (1980, or five minutes ahead) may change sides from one run to the next.
 
 Three families, each record labelled with what it must become:
 - good: a valid post or article built from real texts (tweets, news sentences) with odd but legal
