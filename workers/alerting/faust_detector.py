@@ -172,7 +172,7 @@ def build_app(settings: Settings, bootstrap: str, engine: Engine, metrics: Detec
         owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == s.touched_topic}
         health.beat(bool(owned))
         detector.metrics.owned_partitions.set(len(owned))
-        detector.metrics.last_sweep.set(time.time())
+        detector.metrics.last_tick.set(time.time())
         try:
             await asyncio.to_thread(detector.refresh_watermark)
             if owned and (detector.closed != swept["closed"] or owned != swept["owned"]):

@@ -41,7 +41,7 @@ class DetectorMetrics:
                               registry=r)
         self.owned_partitions = Gauge("finsentry_detector_owned_partitions", "Partitions of the touched topic this "
                                       "detector owns", registry=r)
-        self.last_sweep = Gauge("finsentry_detector_last_tick_timestamp_seconds", "Unix time of the detector timer's "
+        self.last_tick = Gauge("finsentry_detector_last_tick_timestamp_seconds", "Unix time of the detector timer's "
                                 "last tick", registry=r)
         # Every label value a rule or a dashboard reads exists from the start, at zero.
         for trigger in ("event", "sweep"):
