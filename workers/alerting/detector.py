@@ -18,7 +18,7 @@ import json
 import uuid
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.dialects.postgresql import insert
@@ -80,10 +80,29 @@ def closed_before(conn: Connection, series: str, dimension: str, allowed_latenes
     return None if reached is None else reached - timedelta(seconds=allowed_lateness_s)
 
 
+def newest_window(conn: Connection, series: str, dimension: str) -> datetime | None:
+    """The newest window written: the newest of the input partitions' (`ingest_progress`), or, with no
+    recorded progress, the dimension's newest trend window. The watermark lags behind it by the allowed
+    lateness and by whatever holds it back (a partition behind the others)."""
+    newest = conn.execute(text("SELECT max(window_start) FROM ingest_progress WHERE series = :series"),
+                          {"series": series}).scalar()
+    if newest is None:
+        newest = conn.execute(select(func.max(trend_windows.c.window_start)).where(
+            trend_windows.c.series == series, trend_windows.c.dimension == dimension)).scalar()
+    return newest  # type: ignore[no-any-return]  # a timestamptz or NULL
+
+
 def closed_by_dimension(conn: Connection, series: str, dimensions: tuple[str, ...] | list[str],
                         allowed_lateness_s: int, idle_s: float) -> dict[str, datetime]:
     """`closed_before` of each dimension that has windows."""
     return {d: c for d in dimensions if (c := closed_before(conn, series, d, allowed_lateness_s, idle_s)) is not None}
+
+
+class AlertEvent(NamedTuple):
+    """An alert opened or resolved by a step."""
+
+    alert_id: int
+    kind: str  # "opened" or "resolved"
 
 
 @dataclass(frozen=True)
@@ -98,9 +117,9 @@ class Detection:
 
 
 def step_key(conn: Connection, detection: Detection, series: str, dimension: str, key: str,
-             closed: datetime) -> tuple[list[int], datetime | None]:
+             closed: datetime) -> tuple[list[AlertEvent], datetime | None]:
     """Step one key through its closed windows not stepped yet, in the caller's transaction; return the
-    ids of alerts opened or resolved, and the last window stepped (None: nothing new)."""
+    alerts opened or resolved, and the last window stepped (None: nothing new)."""
     conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"{series}|{dimension}|{key}", 0))))
     row = conn.execute(select(spike_state.c.state, spike_state.c.last_window_start).where(
         spike_state.c.series == series, spike_state.c.dimension == dimension, spike_state.c.key == key)).first()
@@ -115,13 +134,13 @@ def step_key(conn: Connection, detection: Detection, series: str, dimension: str
     if not points:
         return [], None
     key_params = params_for(detection.params, detection.overrides, dimension, key)
-    touched: list[int] = []
+    touched: list[AlertEvent] = []
     for point in points:
         state, event = step(state, point, key_params)
         if event is not None:
             alert_id = _record_event(conn, detection, series, dimension, key, event)
             if alert_id is not None:
-                touched.append(alert_id)
+                touched.append(AlertEvent(alert_id, event.kind))
     last = points[-1].window_start
     conn.execute(
         insert(spike_state)
@@ -173,7 +192,7 @@ def run_detection(
     touched: list[int] = []
     for dimension, key in keys:
         with engine.begin() as conn:
-            touched += step_key(conn, detection, series, dimension, key, closed[dimension])[0]
+            touched += [e.alert_id for e in step_key(conn, detection, series, dimension, key, closed[dimension])[0]]
     return touched
 
 
