@@ -264,7 +264,15 @@ def _recipe_of(model_dir: Path) -> Any:
         if (model_dir / "metrics.json").is_file() else {}
     known = {f.name for f in fields(TrainConfig)}
     values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items() if k in known}
+    if recipe and "sources" not in recipe:  # a model trained before recipes named their data: what it was
+        values = {**LEGACY_RECIPE, **values}
     return TrainConfig(**{**values, "teacher_dir": None, "init_dir": None})
+
+
+# What the fields added on 2026-12-03 meant for a model trained before them (the data and text handling
+# of fs-a0cb45f9748b and earlier).
+LEGACY_RECIPE: dict[str, Any] = {"sources": ("finentity",), "templates": False, "counterfactuals": False,
+                                 "bf16": False}
 
 
 def _evaluate_ood(args: argparse.Namespace, settings: Settings) -> int:
