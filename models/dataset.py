@@ -158,7 +158,7 @@ SOURCES = {
     "pooja": (read_pooja, POOJA_DIR / "bullish.txt"),
     "taborda": (read_taborda, TABORDA_CSV),
 }
-DEFAULT_SOURCES = ("finentity",)
+DEFAULT_SOURCES = ("finentity", "finentity-topics", "surge", "pooja", "taborda")
 
 
 def training_examples(sources: tuple[str, ...] = DEFAULT_SOURCES) -> list[Example]:

@@ -64,7 +64,7 @@ class TrainConfig:
     traders_dev_fraction: float = 0.2
     news_repeat: int = 3  # each news sentence is seen this many times an epoch (news is ~3% of the texts)
     sources: tuple[str, ...] = DEFAULT_SOURCES  # labelled sources beside the tweets (models.dataset.SOURCES)
-    templates: bool = False  # add the behavioural suite's train half as labelled examples (domain "templates")
+    templates: bool = True  # add the behavioural suite's train half as labelled examples (domain "templates")
     counterfactuals: bool = False  # add direction-flipped copies of polar training sentences (models.augment)
     leave_out: str | None = None  # train without this domain's examples (its dev split then measures transfer)
     bf16: bool = True  # bf16 autocast for the forward pass (CUDA, and CPUs with AVX512-BF16)
@@ -310,11 +310,11 @@ def train(
     if corrections:
         train_set = merge_corrections(train_set, corrections)
         data_hashes["corrections"] = _examples_hash(corrections)
+    train_set = augmented(config, train_set, topics)
     if config.max_examples_per_task:
         cap = config.max_examples_per_task
         train_set = [ex for t in TASKS for ex in [e for e in train_set if e.task == t][:cap]]
         dev_set = [ex for t in TASKS for ex in [e for e in dev_set if e.task == t][: max(20, cap // 5)]]
-    train_set = augmented(config, train_set, topics)
 
     base = base_model_dir()
     tokenizer = BatchTokenizer(base / "tokenizer.json", config.max_length)

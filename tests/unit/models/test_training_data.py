@@ -66,7 +66,7 @@ def test_adding_a_domain_leaves_the_other_domains_split_as_it_was() -> None:
     # The shipped data: the tweets' dev split is the one every model before the news data was scored on.
     shipped = [ex for ex in training_examples() if ex.domain == "tweets"]
     _, before = stratified_split(shipped, 0.1, 13)
-    _, now = split_by_domain(training_examples(), {"tweets": 0.1, "news": 0.2}, 13)
+    _, now = split_by_domain(training_examples(), {"tweets": 0.1, "news": 0.2, "traders": 0.2}, 13)
     assert {ex for ex in now if ex.domain == "tweets"} == set(before)
 
 
@@ -133,7 +133,7 @@ def test_new_sources_are_read_with_their_labels_and_leave_the_old_dev_splits_alo
     assert not any("\ufffd" in ex.text for ex in pooja)  # bullish.txt is cp1252, decoded as such
     assert len(read_finentity_topics()) == 968
 
-    old_dev = split(TrainConfig())[1]
+    old_dev = split(TrainConfig(sources=("finentity",)))[1]
     new_train, new_dev = split(TrainConfig(sources=("finentity", "finentity-topics", "surge", "pooja", "taborda")))
     legacy = [ex for ex in new_dev if (ex.domain, ex.task) != ("news", "topic") and ex.domain != "traders"]
     assert sorted(map(repr, legacy)) == sorted(map(repr, old_dev))
