@@ -339,18 +339,25 @@ def cmd_model(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
+    import dataclasses
+    from datetime import datetime, timezone
+
     from workers.lifecycle.retention import apply_retention
     from workers.services.db import make_engine, prepare
     from workers.services.embedded import services
 
-    days = args.days if args.days is not None else settings.text_retention_days
-    if days <= 0:
-        print("error: retention is off (FINSENTRY_TEXT_RETENTION_DAYS=0); pass --days N to run it once", file=sys.stderr)
-        return 2
+    horizons = settings.horizons
+    if args.days is not None:
+        horizons = dataclasses.replace(horizons, texts_days=args.days)
+    if args.message_days is not None:
+        horizons = dataclasses.replace(horizons, messages_days=args.message_days)
     with services(settings, broker=False) as (_, url):
         prepare(url, embedded=settings.database_url is None)
-        deleted = apply_retention(make_engine(url), days)
-    print(json.dumps({"days": days, "texts_deleted": deleted}))
+        engine = make_engine(url)
+        run = apply_retention(engine, horizons, datetime.now(timezone.utc))
+        engine.dispose()
+    print(json.dumps({"message_days": horizons.messages_days, "text_days": horizons.effective_texts_days,
+                      "minute_days": horizons.minute_windows_days, **dataclasses.asdict(run)}))
     return 0
 
 
@@ -527,8 +534,10 @@ def build_parser() -> argparse.ArgumentParser:
     model_sub.add_parser("rollback", help="bring back the champion before the current one")
     p.set_defaults(func=cmd_model)
 
-    p = sub.add_parser("retention", help="delete stored text older than the retention period (trends stay)")
-    p.add_argument("--days", type=int, help="default: FINSENTRY_TEXT_RETENTION_DAYS")
+    p = sub.add_parser("retention", help="one retention run, as the scheduler's hourly one: create the coming days' "
+                                         "partitions, drop expired message and text days, delete old minute windows")
+    p.add_argument("--days", type=int, help="text horizon in days (default: FINSENTRY_TEXT_RETENTION_DAYS)")
+    p.add_argument("--message-days", type=int, help="message horizon in days (default: FINSENTRY_MESSAGE_RETENTION_DAYS)")
     p.set_defaults(func=cmd_retention)
 
     p = sub.add_parser("label", help="import analysts' corrections (CSV: task,text,label) for the next training")
