@@ -212,7 +212,7 @@ class Worker:
                 continue
             good.append(msg)
             raws.append(RawMessage(self._kinds[msg.topic()], msg.value(), msg.topic(), msg.partition(), msg.offset()))
-        accepted, dead = stages.decode(raws, datetime.now(timezone.utc))
+        accepted, dead = stages.decode(raws, datetime.now(timezone.utc), horizons=self.settings.horizons)
         decoded = time.perf_counter()
         scorer = self.scorer
         encoded = stages.encode(accepted, scorer)
