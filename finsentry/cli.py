@@ -398,6 +398,15 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from workers.tools.bench import print_table, run_bench
 
     logging.getLogger("workers.ingest.worker").setLevel(logging.WARNING)
+    if args.growth:
+        from workers.tools.growth import GrowthSizes, run_growth
+
+        sizes = GrowthSizes(horizon_days=args.horizon_days, days=args.days or args.horizon_days + 3,
+                            rows_per_day=args.rows_per_day)
+        with services(settings) as (bootstrap, url):
+            result = run_growth(settings, url, bootstrap, sizes)
+        print(json.dumps(result), flush=True)
+        return 0
 
     with services(settings) as (bootstrap, url):
         prepare(url, embedded=settings.database_url is None)
@@ -558,6 +567,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure the model's limit and the worker's throughput and latency")
     p.add_argument("--quick", action="store_true", help="small sizes: under 2 minutes on a 2-core machine")
     p.add_argument("--model-dir", type=Path)
+    p.add_argument("--growth", action="store_true",
+                   help="instead: days of a live feed in compressed time with retention on, in a scratch database "
+                        "(partitioned storage, sink at size, retention per day, bytes, CPU per message)")
+    p.add_argument("--horizon-days", type=int, default=3, help="--growth: the retention horizon simulated")
+    p.add_argument("--days", type=int, help="--growth: days simulated (default: horizon + 3)")
+    p.add_argument("--rows-per-day", type=int, default=4_200_000, help="--growth: messages a simulated day")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="draw trend lines per topic with alert markers (.png or .html)")
