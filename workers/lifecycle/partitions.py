@@ -84,15 +84,25 @@ def lock_days(cur: psycopg.Cursor[Any], wanted: Iterable[tuple[str, int]]) -> li
     return created
 
 
-def create_ahead(raw: psycopg.Connection[Any], today: date, days_ahead: int) -> list[tuple[str, date]]:
-    """The partitions of today .. today + days_ahead, each table and day in its own short transaction."""
+def create_ahead(raw: psycopg.Connection[Any], today: date, days_ahead: int,
+                 lock_timeout_s: float = 5.0) -> list[tuple[str, date]]:
+    """The partitions of today .. today + days_ahead, each table and day in its own short transaction.
+    Creating one waits for the parent's ACCESS EXCLUSIVE lock, and writers queue behind that wait: after
+    `lock_timeout_s` it gives up (a long query holds the table) and the next run tries again."""
     created: list[tuple[str, date]] = []
     for offset in range(days_ahead + 1):
         day = (today - EPOCH_DAY).days + offset
         for table in DAY_PARTITIONED:
-            with raw.cursor() as cur:
-                created += lock_days(cur, [(table, day)])
-            raw.commit()
+            try:
+                with raw.cursor() as cur:
+                    cur.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout_s * 1000)}ms'")
+                    made = lock_days(cur, [(table, day)])
+                raw.commit()
+                created += made
+            except psycopg.errors.LockNotAvailable:
+                raw.rollback()
+                log.warning("retention: %s is busy; %s will be created at the next run", table,
+                            day_partition(table, to_date(day)))
     return created
 
 

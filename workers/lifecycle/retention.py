@@ -77,4 +77,3 @@ def apply_retention(engine: Engine, horizons: Horizons, now: datetime, days_ahea
     if dropped or deleted:
         log.info("retention: dropped %s; deleted %d minute windows", ", ".join(dropped) or "no partition", deleted)
     return RetentionRun(created, dropped, deleted, busy, drop_seconds, minute_seconds)
-
