@@ -6,9 +6,11 @@ In a scratch database of its own (created on the configured server, dropped at t
 2. fills one simulated day at a time in SQL, as a live feed would have: increasing tweet ids, publication
    times spread over the day, real tweet texts (118 bytes on average) from the labelled data, and a day
    of minute trend windows with their roll-ups;
-3. after each day runs retention as the scheduler would at 00:30 the next day (`apply_retention`, the
-   same code), and, the first time the tables hold `horizon_days + 2` days (`rows_max`), measures the
-   sink again before that retention run (`sink_rows_per_s_full`);
+3. after each day vacuums and analyses what the day wrote and takes a checkpoint (autovacuum's work over
+   a live day, which would otherwise still run beside the next measurement), then runs retention as the
+   scheduler would at 00:30 the next day (`apply_retention`, the same code); the first time the tables
+   hold `horizon_days + 2` days (`rows_max`), it measures the sink again before that retention run
+   (`sink_rows_per_s_full`);
 4. runs the host end-to-end path (`finsentry worker --zero-cost-model` in a process of its own, the
    messages already in the broker) and reads from /proc the CPU seconds per 1,000 messages of the worker,
    its writer process, the Postgres backends of the scratch database and the broker.
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+import psycopg
 from sqlalchemy import Engine, create_engine, make_url, text
 
 from config.settings import Horizons, Settings
@@ -173,6 +176,26 @@ def _fill_day(engine: Engine, day: date, number: int, rows: int, pool: int) -> f
                                    _ROLL_UP.format(table="trend_daily", period="day")])]
         for future in done:
             future.result()
+    return time.perf_counter() - started
+
+
+def _settle(engine: Engine, day: date) -> float:
+    """What a day of live writes leaves done: the day's partitions and the trend tables vacuumed and
+    analysed (autovacuum's work, which a day compressed into a minute would otherwise leave running
+    beside the next measurement), and a checkpoint. Returns the seconds."""
+    started = time.perf_counter()
+    tables = [day_partition("classified_messages", day), day_partition("message_texts", day), "trend_windows",
+              "trend_hourly", "trend_daily"]
+    with pooled(engine) as raw:
+        raw.autocommit = True
+        try:
+            raw.execute(f"VACUUM (ANALYZE) {', '.join(tables)}")
+            try:
+                raw.execute("CHECKPOINT")
+            except psycopg.errors.InsufficientPrivilege:
+                pass  # a role without pg_checkpoint: the server's own checkpoints will do
+        finally:
+            raw.autocommit = False
     return time.perf_counter() - started
 
 
@@ -324,18 +347,21 @@ def run_growth(settings: Settings, server_url: str, bootstrap: str, sizes: Growt
         try:
             pool = _prepare(engine, sizes.keys_per_minute)
             apply_retention(engine, horizons, partitions.day_start(first_day), days_ahead=3)  # the scheduler, day 0
+            _settle(engine, first_day)
             kept: dict[date, int] = {}
             empty, stored = _sink_rate(engine, settings, zero, texts[: sizes.sink_msgs], f"e{run_id}",
                                        partitions.day_start(first_day) + timedelta(hours=6))
             kept[first_day] = stored
             say(f"sink on an empty table: {empty:.0f} rows/s")
             fill_seconds: list[float] = []
+            settle_seconds: list[float] = []
             day_bytes: list[int] = []
             runs: list[dict[str, Any]] = []
             full, rows_max = 0.0, 0
             for number in range(sizes.days):
                 day = first_day + timedelta(days=number)
                 fill_seconds.append(_fill_day(engine, day, number, sizes.rows_per_day, pool))
+                settle_seconds.append(_settle(engine, day))
                 kept[day] = kept.get(day, 0) + sizes.rows_per_day
                 day_bytes.append(_day_bytes(engine, day))
                 if number == peak_day:
@@ -384,6 +410,7 @@ def run_growth(settings: Settings, server_url: str, bootstrap: str, sizes: Growt
         "trend_bytes_after": trend_bytes,
         "cpu_s_per_1000_msgs": cpu,
         "fill_seconds_per_day": [round(s, 1) for s in fill_seconds],
+        "vacuum_seconds_per_day": [round(s, 1) for s in settle_seconds],
         "retention_runs": runs,
         "messages": {"sink": sizes.sink_msgs, "e2e": sizes.e2e_msgs},
         "seconds": round(time.perf_counter() - started, 1),
