@@ -1,16 +1,17 @@
 """`finsentry bench --growth`: days of a live feed in compressed time, with retention on.
 
 In a scratch database of its own (created on the configured server, dropped at the end) it:
-1. creates the partitions ahead and measures the project's sink on an empty table
-   (`sink_rows_per_s_empty`: `bench.measure_sink_alone`, fresh messages, the better of two runs);
+1. creates the partitions ahead, as the scheduler would;
 2. fills one simulated day at a time in SQL, as a live feed would have: increasing tweet ids, publication
    times spread over the day, real tweet texts (118 bytes on average) from the labelled data, and a day
    of minute trend windows with their roll-ups;
 3. after each day vacuums and analyses what the day wrote and takes a checkpoint (autovacuum's work over
    a live day, which would otherwise still run beside the next measurement), then runs retention as the
    scheduler would at 00:30 the next day (`apply_retention`, the same code); the first time the tables
-   hold `horizon_days + 2` days (`rows_max`), it measures the sink again before that retention run
-   (`sink_rows_per_s_full`);
+   hold `horizon_days + 2` days (`rows_max`), before that retention run, it measures the project's sink
+   (`bench.measure_sink_alone`, fresh messages) there and in a second, empty scratch database, three
+   times each, alternately on the same messages, so that both meet the same machine
+   (`sink_rows_per_s_full`, `sink_rows_per_s_empty`: the best run of each; `sink_runs`: all);
 4. runs the host end-to-end path (`finsentry worker --zero-cost-model` in a process of its own, the
    messages already in the broker) and reads from /proc the CPU seconds per 1,000 messages of the worker,
    its writer process, the Postgres backends of the scratch database and the broker.
@@ -56,7 +57,8 @@ from workers.tools.proc_cpu import children, cmdline, cpu_seconds, listening_pid
 from workers.tools.replay import produce
 
 E2E_APPLICATION = "finsentry-growth-e2e"  # the worker's connections, told apart from the bench's own
-FIRST_ID = 1_790_000_000_000_000_000  # tweet-like ids, increasing through the simulated days
+FIRST_ID = 1_790_000_000_000_000_000
+SINK_PAIRS = 3  # tweet-like ids, increasing through the simulated days
 TOPICS = ("Analyst Update", "Fed | Central Banks", "Company | Product News", "Treasuries | Corporate Debt",
           "Dividend", "Earnings", "Energy | Oil", "Financials", "Currencies", "General News | Opinion",
           "Gold | Metals | Materials", "IPO", "Legal | Regulation", "M&A | Investments", "Macro", "Markets",
@@ -225,16 +227,19 @@ def _feed(texts: list[str], prefix: str, start: datetime, spacing_s: float = 1.0
             for i, t in enumerate(texts)]
 
 
-def _sink_rate(engine: Engine, settings: Settings, scorer: stages.Scorer, texts: list[str], tag: str,
-               start: datetime) -> tuple[float, int]:
-    """The better of two sink runs on fresh messages published from `start`; returns (rows/s, rows stored)."""
-    rates, stored = [], 0
-    for attempt in range(2):
+def _sink_pairs(full: Engine, empty: Engine, settings: Settings, scorer: stages.Scorer, texts: list[str], tag: str,
+                start: datetime, pairs: int = SINK_PAIRS) -> tuple[list[float], list[float]]:
+    """The sink (`bench.measure_sink_alone`) on the same fresh messages in the full database and in an
+    empty one, alternately (which goes first alternates too), so that both meet the same machine; returns
+    the rows/s of each run, full then empty."""
+    rates: dict[int, list[float]] = {0: [], 1: []}
+    for attempt in range(pairs):
         _, _, batches = measure_pipeline(scorer, _feed(texts, f"{tag}{attempt}", start + timedelta(hours=attempt)),
                                          settings.micro_batch_size)
-        rates.append(measure_sink_alone(engine, batches, settings.window_seconds, f"growth-sink-{tag}"))
-        stored += sum(len(b) for b in batches)
-    return max(rates), stored
+        for which in ((0, 1) if attempt % 2 else (1, 0)):
+            rates[which].append(measure_sink_alone((full, empty)[which], batches, settings.window_seconds,
+                                                   f"growth-sink-{tag}"))
+    return rates[0], rates[1]
 
 
 def _backend_pids(engine: Engine) -> list[int]:
@@ -347,28 +352,32 @@ def run_growth(settings: Settings, server_url: str, bootstrap: str, sizes: Growt
         try:
             pool = _prepare(engine, sizes.keys_per_minute)
             apply_retention(engine, horizons, partitions.day_start(first_day), days_ahead=3)  # the scheduler, day 0
-            _settle(engine, first_day)
             kept: dict[date, int] = {}
-            empty, stored = _sink_rate(engine, settings, zero, texts[: sizes.sink_msgs], f"e{run_id}",
-                                       partitions.day_start(first_day) + timedelta(hours=6))
-            kept[first_day] = stored
-            say(f"sink on an empty table: {empty:.0f} rows/s")
+            sink_full: list[float] = []
+            sink_empty: list[float] = []
             fill_seconds: list[float] = []
             settle_seconds: list[float] = []
             day_bytes: list[int] = []
             runs: list[dict[str, Any]] = []
-            full, rows_max = 0.0, 0
+            rows_max = 0
             for number in range(sizes.days):
                 day = first_day + timedelta(days=number)
                 fill_seconds.append(_fill_day(engine, day, number, sizes.rows_per_day, pool))
                 settle_seconds.append(_settle(engine, day))
                 kept[day] = kept.get(day, 0) + sizes.rows_per_day
                 day_bytes.append(_day_bytes(engine, day))
-                if number == peak_day:
-                    full, stored = _sink_rate(engine, settings, zero, texts[: sizes.sink_msgs], f"f{run_id}",
-                                              partitions.day_start(day) + timedelta(hours=6))
-                    kept[day] += stored
-                    say(f"sink at {sum(kept.values()):,} rows: {full:.0f} rows/s")
+                if number == peak_day:  # the sink at the most rows, and beside it on an empty database
+                    with scratch_database(server_url) as empty_url:
+                        empty_engine = make_engine(empty_url)
+                        apply_retention(empty_engine, horizons, partitions.day_start(day), days_ahead=0)
+                        _settle(empty_engine, day)
+                        sink_full, sink_empty = _sink_pairs(engine, empty_engine, settings, zero,
+                                                            texts[: sizes.sink_msgs], f"s{run_id}",
+                                                            partitions.day_start(day) + timedelta(hours=6))
+                        empty_engine.dispose()
+                    kept[day] += SINK_PAIRS * sizes.sink_msgs
+                    say(f"sink at {sum(kept.values()):,} rows: {max(sink_full):.0f} rows/s, on an empty "
+                        f"database {max(sink_empty):.0f} rows/s")
                 rows_max = max(rows_max, sum(kept.values()))
                 now = partitions.day_start(day + timedelta(days=1)) + timedelta(minutes=30)
                 clock = time.perf_counter()
@@ -397,9 +406,10 @@ def run_growth(settings: Settings, server_url: str, bootstrap: str, sizes: Growt
         "partitioned": True,
         "rows_max": rows_max,
         "rows_per_day": sizes.rows_per_day,
-        "sink_rows_per_s_empty": round(empty, 1),
-        "sink_rows_per_s_full": round(full, 1),
-        "sink_full_over_empty": round(full / empty, 3) if empty else None,
+        "sink_rows_per_s_empty": round(max(sink_empty), 1),
+        "sink_rows_per_s_full": round(max(sink_full), 1),
+        "sink_full_over_empty": round(max(sink_full) / max(sink_empty), 3),
+        "sink_runs": {"full": [round(r, 1) for r in sink_full], "empty": [round(r, 1) for r in sink_empty]},
         "retention_seconds_per_day": round(sum(r["seconds"] for r in dropping) / days_dropped, 3) if days_dropped
         else None,
         "days_simulated": sizes.days,
