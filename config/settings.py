@@ -8,16 +8,52 @@ Each field's docstring is its documentation: `finsentry config` prints the refer
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
 
+
+@dataclass(frozen=True)
+class Horizons:
+    """How many days each kind of stored data is kept after publication (0: kept for ever).
+
+    Messages and texts live in day partitions that are dropped whole; a day's partition goes once the
+    whole day is older than its horizon plus `DROP_MARGIN`. Validation refuses a message older than the
+    message horizon (`oldest_message`), so a partition that could still receive a message that passed
+    validation is never dropped, as long as a batch is written within `DROP_MARGIN` of its validation.
+    Texts are never kept longer than their message. Minute trend windows are deleted by time."""
+
+    messages_days: int = 0
+    texts_days: int = 0
+    minute_windows_days: int = 0
+
+    DROP_MARGIN = timedelta(days=1)
+
+    @property
+    def effective_texts_days(self) -> int:
+        """Texts go with their message at the latest."""
+        if self.messages_days and (not self.texts_days or self.texts_days > self.messages_days):
+            return self.messages_days
+        return self.texts_days
+
+    def oldest_message(self, now: datetime) -> datetime | None:
+        """The oldest publication time a message may have to be accepted (None: no limit)."""
+        return now - timedelta(days=self.messages_days) if self.messages_days else None
+
+    def oldest_text(self, now: datetime) -> datetime | None:
+        """The oldest publication time whose text is stored (None: no limit)."""
+        days = self.effective_texts_days
+        return now - timedelta(days=days) if days else None
+
+    def oldest_minute_window(self, now: datetime) -> datetime | None:
+        return now - timedelta(days=self.minute_windows_days) if self.minute_windows_days else None
 
 
 @dataclass(frozen=True)
@@ -75,7 +111,7 @@ class Settings(BaseSettings):
     trend_series: str = "live"
     """Trend version written; the demo and backfills write their own, which the analysts' views leave out."""
     window_seconds: int = 60
-    """Trend window, by event time (`published_at`)."""
+    """Trend window, by event time (`published_at`); it divides an hour (the hourly and daily roll-ups)."""
     allowed_lateness_s: int = 120
     """How long a window stays open for late messages before the detector reads it."""
 
@@ -149,8 +185,12 @@ class Settings(BaseSettings):
     """Where a re-fine-tune starts: `champion` (warm start), `base` (MiniLM) or a model folder."""
     model_poll_s: float = 30.0
     """Workers re-read the registry this often, besides listening for promotions (LISTEN/NOTIFY)."""
+    message_retention_days: int = 90
+    """Stored messages are kept this many days after publication (their day's partition is dropped 1-2 days after that); a message older than this is dead-lettered, since it could no longer be recognised as a replay. 0 keeps them."""
     text_retention_days: int = 30
-    """Stored texts, links and authors are deleted this many days after publication (trends are kept); 0 keeps them."""
+    """Stored texts, links and authors are kept this many days after publication (partitions dropped 1-2 days after; trends are kept); 0 keeps them as long as their message."""
+    minute_trend_retention_days: int = 30
+    """Minute trend windows are kept this many days; the hourly and daily roll-ups are kept for ever. 0 keeps them."""
     drift_check_minutes: int = 60
     """How often the scheduler compares the champion's recent predictions with its first ones."""
     drift_window: int = 2000
@@ -159,6 +199,24 @@ class Settings(BaseSettings):
     """Jensen-Shannon divergence (base 2) of topic or sentiment shares above which the stream has drifted."""
     drift_max_confidence_drop: float = 0.05
     """Fall in mean topic confidence above which the stream has drifted."""
+
+    @field_validator("window_seconds")
+    @classmethod
+    def _window_divides_an_hour(cls, value: int) -> int:
+        if value <= 0 or 3600 % value:
+            raise ValueError("the trend window must divide an hour (60, 300, 900, 3600, ...)")
+        return value
+
+    @field_validator("message_retention_days", "text_retention_days", "minute_trend_retention_days")
+    @classmethod
+    def _not_negative(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("a retention period is 0 (keep) or a number of days")
+        return value
+
+    @property
+    def horizons(self) -> Horizons:
+        return Horizons(self.message_retention_days, self.text_retention_days, self.minute_trend_retention_days)
 
     @property
     def webhook_url_list(self) -> list[str]:

@@ -443,18 +443,25 @@ def _gate_folder(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
+    import dataclasses
+    from datetime import datetime, timezone
+
     from workers.lifecycle.retention import apply_retention
     from workers.services.db import make_engine, prepare
     from workers.services.embedded import services
 
-    days = args.days if args.days is not None else settings.text_retention_days
-    if days <= 0:
-        print("error: retention is off (FINSENTRY_TEXT_RETENTION_DAYS=0); pass --days N to run it once", file=sys.stderr)
-        return 2
+    horizons = settings.horizons
+    if args.days is not None:
+        horizons = dataclasses.replace(horizons, texts_days=args.days)
+    if args.message_days is not None:
+        horizons = dataclasses.replace(horizons, messages_days=args.message_days)
     with services(settings, broker=False) as (_, url):
         prepare(url, embedded=settings.database_url is None)
-        deleted = apply_retention(make_engine(url), days)
-    print(json.dumps({"days": days, "texts_deleted": deleted}))
+        engine = make_engine(url)
+        run = apply_retention(engine, horizons, datetime.now(timezone.utc))
+        engine.dispose()
+    print(json.dumps({"message_days": horizons.messages_days, "text_days": horizons.effective_texts_days,
+                      "minute_days": horizons.minute_windows_days, **dataclasses.asdict(run)}))
     return 0
 
 
@@ -495,6 +502,15 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from workers.tools.bench import print_table, run_bench
 
     logging.getLogger("workers.ingest.worker").setLevel(logging.WARNING)
+    if args.growth:
+        from workers.tools.growth import GrowthSizes, run_growth
+
+        sizes = GrowthSizes(horizon_days=args.horizon_days, days=args.days or args.horizon_days + 3,
+                            rows_per_day=args.rows_per_day)
+        with services(settings) as (bootstrap, url):
+            result = run_growth(settings, url, bootstrap, sizes)
+        print(json.dumps(result), flush=True)
+        return 0
 
     with services(settings) as (bootstrap, url):
         prepare(url, embedded=settings.database_url is None)
@@ -648,8 +664,10 @@ def build_parser() -> argparse.ArgumentParser:
     gate_p.add_argument("--ship", action="store_true", help="if it passes, copy it over the folder it beat")
     p.set_defaults(func=cmd_model)
 
-    p = sub.add_parser("retention", help="delete stored text older than the retention period (trends stay)")
-    p.add_argument("--days", type=int, help="default: FINSENTRY_TEXT_RETENTION_DAYS")
+    p = sub.add_parser("retention", help="one retention run, as the scheduler's hourly one: create the coming days' "
+                                         "partitions, drop expired message and text days, delete old minute windows")
+    p.add_argument("--days", type=int, help="text horizon in days (default: FINSENTRY_TEXT_RETENTION_DAYS)")
+    p.add_argument("--message-days", type=int, help="message horizon in days (default: FINSENTRY_MESSAGE_RETENTION_DAYS)")
     p.set_defaults(func=cmd_retention)
 
     p = sub.add_parser("label", help="import analysts' corrections (CSV: task,text,label) for the next training")
@@ -670,6 +688,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure the model's limit and the worker's throughput and latency")
     p.add_argument("--quick", action="store_true", help="small sizes: under 2 minutes on a 2-core machine")
     p.add_argument("--model-dir", type=Path)
+    p.add_argument("--growth", action="store_true",
+                   help="instead: days of a live feed in compressed time with retention on, in a scratch database "
+                        "(partitioned storage, sink at size, retention per day, bytes, CPU per message)")
+    p.add_argument("--horizon-days", type=int, default=3, help="--growth: the retention horizon simulated")
+    p.add_argument("--days", type=int, help="--growth: days simulated (default: horizon + 3)")
+    p.add_argument("--rows-per-day", type=int, default=4_200_000, help="--growth: messages a simulated day")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="draw trend lines per topic with alert markers (.png or .html)")

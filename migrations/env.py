@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import create_engine
 
 from config.settings import get_settings
-from schemas.tables import metadata
+from schemas.tables import metadata, partition_day
 from workers.services.db import sqlalchemy_url
 
 config = context.config
@@ -23,8 +23,13 @@ def _url() -> str:
     return sqlalchemy_url(configured.get_secret_value())
 
 
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Day partitions are made and dropped at run time (workers.lifecycle.partitions), not by migrations."""
+    return not (type_ == "table" and name is not None and partition_day(name) is not None)
+
+
 def run_migrations_offline() -> None:
-    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True)
+    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True, include_name=include_name)
     with context.begin_transaction():
         context.run_migrations()
 
@@ -32,7 +37,7 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = create_engine(_url())
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata)
+        context.configure(connection=connection, target_metadata=target_metadata, include_name=include_name)
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

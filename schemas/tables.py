@@ -1,6 +1,12 @@
-"""Postgres tables (SQLAlchemy 2 Core). Alembic migrations create them; nothing else does."""
+"""Postgres tables (SQLAlchemy 2 Core). Alembic migrations create them; nothing else does, but for the day
+partitions of the two partitioned tables, which `workers.lifecycle.partitions` creates (ahead by the
+scheduler, on demand by the sink) and drops (retention)."""
 
 from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -25,6 +31,26 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = MetaData()
 
+# Stored messages and their texts are partitioned by day of publication (UTC), one partition per day
+# (`day_partition`), so that retention drops whole days. The publication time is part of the primary
+# key: it comes from the message, so a replay of a stored message finds its row.
+DAY_PARTITIONED = ("classified_messages", "message_texts")
+_DAY_PARTITION = re.compile(r"^(classified_messages|message_texts)_p(\d{8})$")
+
+
+def day_partition(table: str, day: date) -> str:
+    """The name of `table`'s partition for one UTC day: classified_messages_p20260105."""
+    return f"{table}_p{day:%Y%m%d}"
+
+
+def partition_day(name: str) -> tuple[str, date] | None:
+    """(table, day) of a day partition's name; None for any other name."""
+    found = _DAY_PARTITION.match(name)
+    if found is None:
+        return None
+    return found.group(1), datetime.strptime(found.group(2), "%Y%m%d").date()
+
+
 classified_messages = Table(
     "classified_messages",
     metadata,
@@ -32,11 +58,8 @@ classified_messages = Table(
     Column("kind", String(16), nullable=False),
     Column("source", Text, nullable=False),
     Column("external_id", Text, nullable=False),
-    Column("published_at", DateTime(timezone=True), nullable=False),
+    Column("published_at", DateTime(timezone=True), primary_key=True, comment="the partition key (a day each)"),
     Column("window_start", DateTime(timezone=True), nullable=False),
-    Column("text", Text, comment="social posts: e-mails and phone numbers masked; NULL after retention"),
-    Column("url", Text),
-    Column("author", Text),
     Column("language", String(16), nullable=False),
     Column("topic", Text, nullable=False),
     Column("topic_prob", Double, nullable=False),
@@ -52,13 +75,36 @@ classified_messages = Table(
     Column("kafka_offset", BigInteger, nullable=False),
     Column("classified_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_classified_messages_topic_window", "topic", "window_start"),
-    Index("ix_classified_messages_published_at", "published_at"),
     Index("ix_classified_messages_model_version", "model_version", "classified_at"),
-    Index("ix_classified_messages_retention", "published_at", postgresql_where=text("text IS NOT NULL")),
+    postgresql_partition_by="RANGE (published_at)",
 )
+
+# What privacy retention removes, kept apart so that it is dropped by day sooner than the message.
+# The analyst role cannot read it.
+message_texts = Table(
+    "message_texts",
+    metadata,
+    Column("message_key", Text, primary_key=True),
+    Column("published_at", DateTime(timezone=True), primary_key=True),
+    Column("text", Text, nullable=False, comment="social posts: e-mails and phone numbers masked"),
+    Column("url", Text),
+    Column("author", Text),
+    postgresql_partition_by="RANGE (published_at)",
+)
+
+# The additive counts of a trend row. The sink adds each flush's deltas to every resolution (minute
+# windows, hours, days) in one transaction, so each resolution counts a message exactly once; another
+# additive count is one more name here, one more column in the three tables and its delta.
+TREND_COUNTS = ("n_messages", "n_negative", "n_neutral", "n_positive", "sum_score")
+
+
+def _trend_counts() -> list[Column[Any]]:
+    return [Column(name, Double if name.startswith("sum_") else BigInteger, nullable=False) for name in TREND_COUNTS]
+
 
 # One row per (series, dimension, key, window). Counts are added to, never overwritten, so several
 # workers writing the same window add up; idempotency comes from classified_messages' primary key.
+# Kept for FINSENTRY_MINUTE_TREND_RETENTION_DAYS; the detector reads these.
 trend_windows = Table(
     "trend_windows",
     metadata,
@@ -67,14 +113,29 @@ trend_windows = Table(
     Column("key", Text, primary_key=True),
     Column("window_start", DateTime(timezone=True), primary_key=True),
     Column("window_seconds", Integer, nullable=False),
-    Column("n_messages", BigInteger, nullable=False),
-    Column("n_negative", BigInteger, nullable=False),
-    Column("n_neutral", BigInteger, nullable=False),
-    Column("n_positive", BigInteger, nullable=False),
-    Column("sum_score", Double, nullable=False),
+    *_trend_counts(),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_trend_windows_window", "window_start"),
 )
+
+
+def _rollup(name: str, period: str) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("series", Text, primary_key=True),
+        Column("dimension", String(16), primary_key=True, comment="topic, ticker or source"),
+        Column("key", Text, primary_key=True),
+        Column("window_start", DateTime(timezone=True), primary_key=True, comment=f"the {period}'s start (UTC)"),
+        *_trend_counts(),
+        Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        comment=f"trend_windows rolled up by {period}, kept for ever",
+    )
+
+
+trend_hourly = _rollup("trend_hourly", "hour")
+trend_daily = _rollup("trend_daily", "day")
+ROLLUPS = ((trend_hourly, 3600), (trend_daily, 86400))  # each with its period in seconds
 
 # The detector's per-key state: EWMA baseline of negative share, and the open episode if any.
 spike_state = Table(

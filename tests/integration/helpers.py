@@ -16,12 +16,16 @@ from sqlalchemy import Engine, text
 from standardwebhooks import Webhook
 
 from config.settings import Settings
+from schemas.messages import RawMessage
 from schemas.tables import trend_windows
 from workers.alerting.detector import run_detection
 from workers.alerting.routing import build_routes
 from workers.alerting.spikes import SpikeParams
 from workers.ingest.kafka_io import ensure_topics
 from workers.ingest.worker import Worker
+from workers.lifecycle.partitions import create_ahead
+from workers.pipeline import stages
+from workers.services.db import pooled
 from workers.tools.replay import produce
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -35,6 +39,31 @@ TEXTS = [
     "JPMorgan raises dividend after stress test",
     "$NVDA beats estimates, shares hit record high",
 ]
+
+
+SINK_TEXTS = ["$AAPL slumps after weak guidance", "Fed holds rates, signals patience", "$TSLA and $AAPL rally",
+              "Oil jumps as OPEC+ cuts output", "Bank raises dividend after stress test"]
+SINK_BASE = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
+
+
+def columns_for(scorer: Any, prefix: str, n: int, start: int = 0, step_s: float = 4.0,
+                base: datetime = SINK_BASE) -> stages.Columns:
+    """n classified posts, keys prefix-start .. prefix-(start+n-1), post i published i * step_s after `base`."""
+    raws = [RawMessage("social", (
+        '{"id": "%s-%d", "source": "sink-test", "text": "%s", "published_at": "%s"}'
+        % (prefix, i, SINK_TEXTS[i % len(SINK_TEXTS)], (base + timedelta(seconds=i * step_s)).isoformat())
+    ).encode(), "t", 0, i) for i in range(start, start + n)]
+    accepted, dead = stages.decode(raws, base + timedelta(seconds=(start + n) * step_s, days=1))
+    assert dead == []
+    columns, failed = stages.classify(accepted, scorer)
+    assert failed == []
+    return columns
+
+
+def day_partitions(engine: Engine, day: datetime) -> None:
+    """Make the day's partitions, as the scheduler does ahead (rows inserted by hand need them)."""
+    with pooled(engine) as raw:
+        create_ahead(raw, day.date(), 0)
 
 
 def posts(n: int, prefix: str, minutes_ago: int = 10) -> list[dict[str, Any]]:

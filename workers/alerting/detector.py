@@ -28,6 +28,7 @@ from schemas.tables import (
     alert_deliveries,
     alerts,
     classified_messages,
+    message_texts,
     spike_state,
     trend_windows,
     webhook_endpoints,
@@ -227,15 +228,19 @@ def _opened_payload(
     conn: Connection, series: str, dimension: str, key: str, event: SpikeEvent, window_seconds: int
 ) -> dict[str, Any]:
     """What a risk analyst needs to judge the alert: the window, baseline vs observed, the worst texts."""
-    cm = classified_messages
+    cm, mt = classified_messages, message_texts
     about = cm.c.topic == key if dimension == "topic" else cm.c.tickers.contains([key]) if dimension == "ticker" \
         else cm.c.source == key
-    worst = conn.execute(
-        select(cm.c.text, cm.c.source, cm.c.url, cm.c.sentiment_score)
-        .where(about, cm.c.window_start == event.window_start, cm.c.text.is_not(None))  # None: past retention
+    end = event.window_start + timedelta(seconds=window_seconds)
+    worst = conn.execute(  # an inner join: a text past its retention has no row
+        select(mt.c.text, cm.c.source, mt.c.url, cm.c.sentiment_score)
+        .join(mt, (mt.c.message_key == cm.c.message_key) & (mt.c.published_at == cm.c.published_at))
+        .where(about, cm.c.window_start == event.window_start,
+               # the window's messages were published within it: this reads one day's partitions
+               cm.c.published_at >= event.window_start, cm.c.published_at < end,
+               mt.c.published_at >= event.window_start, mt.c.published_at < end)
         .order_by(cm.c.sentiment_score).limit(3)
     ).all()
-    end = event.window_start + timedelta(seconds=window_seconds)
     return json.loads(json.dumps({
         "type": "alert.opened",
         "series": series,

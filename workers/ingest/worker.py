@@ -133,7 +133,7 @@ class Worker:
         self.on_loop = on_loop  # called every turn of the consume loop (health, lag)
         self.model_updates = model_updates  # a newly loaded champion, taken between batches
         self.sink = SinkProcess(engine.url.render_as_string(hide_password=False), settings.window_seconds,
-                                settings.trend_series)
+                                settings.trend_series, settings.horizons)
         self._kinds: dict[str, Kind] = {settings.news_topic: "news", settings.social_topic: "social"}
         depth = max(1, settings.pipeline_depth)
         self._to_score: queue.Queue[Any] = queue.Queue(depth)
@@ -212,7 +212,7 @@ class Worker:
                 continue
             good.append(msg)
             raws.append(RawMessage(self._kinds[msg.topic()], msg.value(), msg.topic(), msg.partition(), msg.offset()))
-        accepted, dead = stages.decode(raws, datetime.now(timezone.utc))
+        accepted, dead = stages.decode(raws, datetime.now(timezone.utc), horizons=self.settings.horizons)
         decoded = time.perf_counter()
         scorer = self.scorer
         encoded = stages.encode(accepted, scorer)

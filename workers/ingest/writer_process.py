@@ -24,6 +24,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from config.settings import Horizons
 from schemas.errors import FinsentryError, RetryableError
 from workers.ingest.processes import die_with_parent
 from workers.ingest.sink import BatchingSink, PostgresSink
@@ -40,9 +41,9 @@ class WriterError(FinsentryError):
 class SinkProcess(BatchingSink):
     """`PostgresSink`, run in a child process."""
 
-    def __init__(self, database_url: str, window_seconds: int, series: str):
+    def __init__(self, database_url: str, window_seconds: int, series: str, horizons: Horizons = Horizons()):
         super().__init__()
-        self._args = (database_url, window_seconds, series)
+        self._args = (database_url, window_seconds, series, horizons)
         self._pipe: Connection | None = None
         self._process: BaseProcess | None = None
 
@@ -95,12 +96,12 @@ class SinkProcess(BatchingSink):
             self._process = None
 
 
-def _serve(pipe: Connection, database_url: str, window_seconds: int, series: str) -> None:
+def _serve(pipe: Connection, database_url: str, window_seconds: int, series: str, horizons: Horizons) -> None:
     """The child: write each batch it is sent, answer, and end at an empty message or end-of-file."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the worker, which then closes the pipe
     die_with_parent()
     engine = make_engine(database_url)
-    sink = PostgresSink(engine, window_seconds, series)
+    sink = PostgresSink(engine, window_seconds, series, horizons)
     try:
         sink.connect()
     except Exception as err:  # noqa: BLE001 - the first write meets it again and answers with it

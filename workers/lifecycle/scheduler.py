@@ -1,4 +1,5 @@
-"""`finsentry scheduler`: APScheduler with its job store in Postgres: re-fine-tuning, drift checks, retention.
+"""`finsentry scheduler`: APScheduler with its job store in Postgres: re-fine-tuning, drift checks, retention
+(day partitions created ahead, old ones dropped, old minute windows deleted).
 
 Jobs are stored by reference with plain arguments, so they survive restarts. coalesce and
 max_instances=1 keep one run at a time in a process, and a Postgres advisory lock keeps one run at a
@@ -22,7 +23,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine, func, select
 
-from config.settings import Settings
+from config.settings import Horizons, Settings
 from models.training import TrainConfig
 from schemas.tables import apscheduler_jobs
 from workers.lifecycle import drift, registry
@@ -96,21 +97,18 @@ def drift_job(default_dir: str, window: int, max_js: float, max_confidence_drop:
             "sentiment_js": result.sentiment_js, "confidence_drop": result.confidence_drop}
 
 
-def retention_job(days: int) -> int:
-    """Delete stored text past the retention period (trends and classifications stay)."""
+def retention_job(message_days: int, text_days: int, minute_days: int) -> dict[str, Any]:
+    """Create the coming days' partitions, drop the expired ones, delete old minute windows."""
     with _engine() as engine:
-        deleted = apply_retention(engine, days)
-    log.info("retention: deleted the text of %d messages older than %d days", deleted, days)
-    return deleted
+        run = apply_retention(engine, Horizons(message_days, text_days, minute_days), datetime.now(timezone.utc))
+    return {"created": run.created, "dropped": run.dropped, "minute_windows_deleted": run.minute_windows_deleted,
+            "busy": run.busy}
 
 
-def _stored_next_runs(retention_on: bool) -> dict[str, datetime | None]:
-    """Next run times the job store holds, so that a restart keeps each job's schedule (None: paused).
-    A retention job left from when retention was on is dropped here."""
+def _stored_next_runs() -> dict[str, datetime | None]:
+    """Next run times the job store holds, so that a restart keeps each job's schedule (None: paused)."""
     with _engine() as engine, engine.begin() as conn:
         rows = conn.execute(select(apscheduler_jobs.c.id, apscheduler_jobs.c.next_run_time)).all()
-        if not retention_on:
-            conn.execute(apscheduler_jobs.delete().where(apscheduler_jobs.c.id == RETENTION_JOB_ID))
     return {row.id: None if row.next_run_time is None
             else datetime.fromtimestamp(row.next_run_time, timezone.utc) for row in rows}
 
@@ -124,7 +122,7 @@ def build_scheduler(database_url: str, settings: Settings, blocking: bool = True
     )
     _Running.database_url = database_url
     _Running.scheduler = scheduler
-    stored = _stored_next_runs(retention_on=settings.text_retention_days > 0)
+    stored = _stored_next_runs()
 
     def keep(job_id: str) -> dict[str, Any]:
         # The arguments come from today's settings; the next run time from the store, if it has one.
@@ -140,7 +138,11 @@ def build_scheduler(database_url: str, settings: Settings, blocking: bool = True
                       replace_existing=True, **keep(DRIFT_JOB_ID), kwargs={
                           "default_dir": str(settings.model_dir), "window": settings.drift_window,
                           "max_js": settings.drift_max_js, "max_confidence_drop": settings.drift_max_confidence_drop})
-    if settings.text_retention_days > 0:
-        scheduler.add_job(retention_job, IntervalTrigger(hours=1), id=RETENTION_JOB_ID, replace_existing=True,
-                          **keep(RETENTION_JOB_ID), kwargs={"days": settings.text_retention_days})
+    # Always scheduled: even with every horizon at 0 (keep), the coming days' partitions are created ahead.
+    # A new scheduler's first run is at once, so that today's and the coming days' partitions exist.
+    horizons = settings.horizons
+    first = keep(RETENTION_JOB_ID) or {"next_run_time": datetime.now(timezone.utc)}
+    scheduler.add_job(retention_job, IntervalTrigger(hours=1), id=RETENTION_JOB_ID, replace_existing=True, **first,
+                      kwargs={"message_days": horizons.messages_days, "text_days": horizons.texts_days,
+                              "minute_days": horizons.minute_windows_days})
     return scheduler

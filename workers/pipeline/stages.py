@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 from pydantic import ValidationError
 
+from config.settings import Horizons
 from models.text import extract_tickers
 from models.tokenizing import Encoded
 from schemas.messages import Accepted, DeadLetter, NewsArticle, RawMessage, SocialPost
@@ -36,13 +37,18 @@ class Scorer(Protocol):
 
 
 def decode(
-    raws: list[RawMessage], now: datetime, max_future_s: float = 300.0
+    raws: list[RawMessage], now: datetime, max_future_s: float = 300.0, horizons: Horizons = Horizons(),
 ) -> tuple[list[Accepted], list[DeadLetter]]:
-    """Validate each record's JSON against its topic's schema; later duplicates of a key are dropped."""
+    """Validate each record's JSON against its topic's schema; later duplicates of a key are dropped.
+
+    A message published before the message horizon (`horizons.oldest_message(now)`) is a dead letter:
+    its day may already be dropped, so a replay of it could no longer be recognised and would be counted
+    twice. Retention drops a day only once it is older than that by a margin (`Horizons.DROP_MARGIN`)."""
     accepted: list[Accepted] = []
     dead: list[DeadLetter] = []
     seen: set[str] = set()
     latest = now + timedelta(seconds=max_future_s)
+    oldest = horizons.oldest_message(now)
     for raw in raws:
         if raw.value is None:
             dead.append(DeadLetter("decode", "empty record (no value)", raw))
@@ -59,6 +65,11 @@ def decode(
             continue
         if message.published_at > latest:
             dead.append(DeadLetter("validate", f"published_at {message.published_at.isoformat()} is in the future", raw))
+            continue
+        if oldest is not None and message.published_at < oldest:
+            dead.append(DeadLetter("validate", f"published_at {message.published_at.isoformat()} is older than the "
+                                               f"message retention horizon ({horizons.messages_days} days): a replay "
+                                               "of it could no longer be recognised, so it is not counted", raw))
             continue
         item = Accepted(raw, message)
         if item.key in seen:

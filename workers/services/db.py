@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine
+from sqlalchemy.pool import PoolProxiedConnection
 
 from schemas.errors import FinsentryError
 
@@ -25,6 +30,26 @@ def sqlalchemy_url(url: str) -> str:
 
 def make_engine(url: str) -> Engine:
     return create_engine(sqlalchemy_url(url), pool_pre_ping=True, pool_size=4, max_overflow=4)
+
+
+def driver(held: PoolProxiedConnection) -> psycopg.Connection[Any]:
+    """The psycopg connection inside a pooled one (COPY and one-round-trip statements need it)."""
+    raw = held.driver_connection
+    assert isinstance(raw, psycopg.Connection)
+    return raw
+
+
+@contextmanager
+def pooled(engine: Engine) -> Iterator[psycopg.Connection[Any]]:
+    """A psycopg connection of the engine's pool for one piece of work; dropped if the work fails."""
+    held = engine.raw_connection()
+    try:
+        yield driver(held)
+    except BaseException:
+        held.invalidate()
+        raise
+    finally:
+        held.close()
 
 
 def migrate(url: str) -> None:

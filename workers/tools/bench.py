@@ -14,9 +14,9 @@ The host figures repeat the paths with `ZeroCostClassifier` (the real tokeniser,
 what remains is the host's own work, which is what must keep up with a GPU:
 - host_pipeline, host_e2e: as above; sink_rows_per_s is rows stored per second of the worker's
   database step in host_e2e;
-- db_copy: a plain COPY of the same rows into a scratch copy of classified_messages (its indexes too),
-  the database's own limit on this machine; sink_alone: the sink on those rows with nothing else
-  running;
+- db_copy: a plain COPY of the same rows into scratch copies of classified_messages and message_texts
+  (their indexes too), the database's own limit on this machine; sink_alone: the sink on those rows
+  with nothing else running;
 - host_e2e_2proc: `finsentry worker --processes 2 --zero-cost-model`, from the messages' production to
   the last trend count in Postgres.
 """
@@ -51,7 +51,7 @@ from schemas.messages import Accepted, RawMessage, SocialPost
 from schemas.predictions import BatchScores
 from workers.ingest.kafka_io import consumer_config, ensure_topics
 from workers.ingest.processes import child_env, ready
-from workers.ingest.sink import PostgresSink, copy_rows, first_of_each_key, sorted_records
+from workers.ingest.sink import PostgresSink, copy_rows, copy_texts, first_of_each_key, sorted_records, split_records
 from workers.ingest.worker import STEPS, BatchReport, Worker
 from workers.pipeline import stages
 from workers.services.embedded import free_ports
@@ -144,10 +144,11 @@ def measure_pipeline(scorer: stages.Scorer, values: list[bytes], micro_batch: in
 
 
 def measure_db_copy(engine: Engine, batches: list[stages.Columns], window_seconds: int) -> float:
-    """rows/s of a plain binary COPY of the same rows into a scratch copy of classified_messages (a
-    logged table with all its indexes), built as the sink builds them: the database's own limit here."""
+    """rows/s of a plain binary COPY of the same rows into scratch copies of classified_messages and
+    message_texts (logged tables with all their indexes, not partitioned), built as the sink builds them:
+    the database's own limit here."""
     rows = sum(len(b) for b in batches)
-    parts = first_of_each_key(batches, window_seconds)
+    messages, texts = split_records(sorted_records(first_of_each_key(batches, window_seconds)), None)
     scratch = f"bench_copy_{uuid.uuid4().hex[:8]}"
     with engine.connect() as conn:
         raw = conn.connection.driver_connection
@@ -156,14 +157,16 @@ def measure_db_copy(engine: Engine, batches: list[stages.Columns], window_second
         try:
             with raw.cursor() as cur:
                 cur.execute(f"CREATE TABLE {scratch} (LIKE classified_messages INCLUDING ALL)")
+                cur.execute(f"CREATE TABLE {scratch}_texts (LIKE message_texts INCLUDING ALL)")
                 raw.commit()
                 started = time.perf_counter()
-                copy_rows(cur, scratch, sorted_records(parts))  # one COPY, one commit: the floor
+                copy_rows(cur, scratch, messages)  # two COPYs, one commit: the floor
+                copy_texts(cur, f"{scratch}_texts", texts)
                 raw.commit()
                 seconds = time.perf_counter() - started
         finally:
             raw.rollback()
-            raw.execute(f"DROP TABLE IF EXISTS {scratch}")
+            raw.execute(f"DROP TABLE IF EXISTS {scratch}, {scratch}_texts")
             raw.commit()
     return rows / seconds
 
@@ -428,7 +431,8 @@ def remove_bench_rows(engine: Engine, run_id: str) -> int:
     with engine.begin() as conn:
         removed = conn.execute(text("DELETE FROM classified_messages WHERE source = 'bench' AND external_id LIKE :p"),
                                {"p": pattern}).rowcount
-        for table in ("trend_windows", "spike_state", "backfill_seen", "ingest_progress"):
+        conn.execute(text("DELETE FROM message_texts WHERE message_key LIKE :p"), {"p": f"bench:{pattern}"})
+        for table in ("trend_windows", "trend_hourly", "trend_daily", "spike_state", "backfill_seen", "ingest_progress"):
             conn.execute(text(f"DELETE FROM {table} WHERE series LIKE :p"), {"p": pattern})
     return int(removed)
 

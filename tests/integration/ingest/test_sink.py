@@ -9,31 +9,14 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import Engine, text
 
+from config.settings import Horizons
 from schemas.errors import RetryableError
-from schemas.messages import RawMessage
-from tests.integration.helpers import scalar
+from tests.integration.helpers import columns_for, scalar
 from workers.ingest.sink import PostgresSink, write_batch
 from workers.pipeline import stages
 from workers.services.db import make_engine
 
 pytestmark = pytest.mark.integration
-
-TEXTS = ["$AAPL slumps after weak guidance", "Fed holds rates, signals patience", "$TSLA and $AAPL rally",
-         "Oil jumps as OPEC+ cuts output", "Bank raises dividend after stress test"]
-
-
-def columns_for(classifier, prefix: str, n: int, start: int = 0, step_s: float = 4.0) -> stages.Columns:  # type: ignore[no-untyped-def]
-    """n classified posts, keys prefix-start .. prefix-(start+n-1), post i published i * step_s after 09:00."""
-    base = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
-    raws = [RawMessage("social", (
-        '{"id": "%s-%d", "source": "sink-test", "text": "%s", "published_at": "%s"}'
-        % (prefix, i, TEXTS[i % len(TEXTS)], (base + timedelta(seconds=i * step_s)).isoformat())
-    ).encode(), "t", 0, i) for i in range(start, start + n)]
-    accepted, dead = stages.decode(raws, base + timedelta(days=1))
-    assert dead == []
-    columns, failed = stages.classify(accepted, classifier)
-    assert failed == []
-    return columns
 
 
 def trends(engine: Engine, series: str) -> dict[tuple[str, str, datetime], tuple[int, int, int, int, float]]:
@@ -183,3 +166,59 @@ def test_the_direct_copy_stores_exact_times_and_a_replay_takes_the_staging_path(
     assert sink.flush() == 10 and not sink.replaying
     assert trends(engine, series) == stored_reference(engine, unique)
     assert sum(v[0] for (dim, _, _), v in trends(engine, series).items() if dim == "topic") == 25
+
+
+def rollups(engine: Engine, series: str) -> dict[str, dict[tuple[str, str, datetime], tuple[float, ...]]]:
+    """Each resolution as stored, and the hours and days recomputed from the minute windows."""
+    counts = "n_messages, n_negative, n_neutral, n_positive, round(sum_score::numeric, 6)::float8"
+    sums = "sum(n_messages), sum(n_negative), sum(n_neutral), sum(n_positive), round(sum(sum_score)::numeric, 6)::float8"
+    queries = {
+        "hourly": f"SELECT dimension, key, window_start, {counts} FROM trend_hourly WHERE series = :s",
+        "daily": f"SELECT dimension, key, window_start, {counts} FROM trend_daily WHERE series = :s",
+        "minutes by hour": f"SELECT dimension, key, date_trunc('hour', window_start AT TIME ZONE 'UTC') AT TIME ZONE "
+                           f"'UTC', {sums} FROM trend_windows WHERE series = :s GROUP BY 1, 2, 3",
+        "minutes by day": f"SELECT dimension, key, date_trunc('day', window_start AT TIME ZONE 'UTC') AT TIME ZONE "
+                          f"'UTC', {sums} FROM trend_windows WHERE series = :s GROUP BY 1, 2, 3",
+    }
+    with engine.connect() as conn:
+        return {name: {(r[0], r[1], r[2]): tuple(float(v) for v in r[3:]) for r in conn.execute(text(sql), {"s": series})}
+                for name, sql in queries.items()}
+
+
+def test_rollups_equal_the_sum_of_their_minutes_after_late_data_and_a_replay(engine, classifier, unique):  # type: ignore[no-untyped-def]
+    series = f"rollup-{unique}"
+    base = datetime(2026, 2, 2, 23, 40, tzinfo=timezone.utc)  # the batches span two hours and midnight
+    first = columns_for(classifier, unique, 60, step_s=30, base=base)  # 23:40 .. 00:09:30
+    assert write_batch(engine, [first], 60, series) == 60
+    late_base = base - timedelta(hours=2)
+    late = columns_for(classifier, f"{unique}-late", 40, step_s=60, base=late_base)  # 21:40 .. 22:19
+    assert write_batch(engine, [late], 60, series) == 40
+    # A replay of both, and a batch half replayed and half new, late again.
+    assert write_batch(engine, [first, late], 60, series) == 0
+    mixed = columns_for(classifier, f"{unique}-late", 40, start=20, step_s=60, base=late_base)  # 22:00 .. 22:39
+    assert write_batch(engine, [mixed], 60, series) == 20
+    stored = rollups(engine, series)
+    assert stored["hourly"] == stored["minutes by hour"]
+    assert stored["daily"] == stored["minutes by day"]
+    assert {w.hour for (_, _, w) in stored["hourly"]} == {21, 22, 23, 0}
+    assert {w.day for (_, _, w) in stored["daily"]} == {2, 3}
+    assert sum(v[0] for (d, _, _), v in stored["daily"].items() if d == "topic") == 120  # each message once
+
+
+def test_a_message_past_the_minute_horizon_is_counted_in_the_rollups_only(engine, classifier, unique):  # type: ignore[no-untyped-def]
+    from workers.ingest.sink import write_batches
+
+    series = f"rollup-{unique}"
+    base = datetime(2026, 3, 3, 10, 0, tzinfo=timezone.utc)
+    now = base + timedelta(days=2, hours=12)  # the minute horizon (2 days) ends at 22:00 on the 3rd
+    horizons = Horizons(minute_windows_days=2)
+    old = columns_for(classifier, unique, 10, step_s=60, base=base)
+    written = write_batches(engine, [old], 60, series, horizons=horizons, now=now)
+    assert written.stored == 10 and written.touched == []  # no minute window: nothing for the detector
+    stored = rollups(engine, series)
+    assert stored["minutes by hour"] == {}
+    assert sum(v[0] for (d, _, _), v in stored["hourly"].items() if d == "topic") == 10
+    assert sum(v[0] for (d, _, _), v in stored["daily"].items() if d == "topic") == 10
+    recent = columns_for(classifier, unique, 10, start=10, step_s=60, base=now - timedelta(hours=1))
+    assert len(write_batches(engine, [recent], 60, series, horizons=horizons, now=now).touched) > 0
+    assert sum(v[0] for (d, _, _), v in rollups(engine, series)["minutes by hour"].items() if d == "topic") == 10

@@ -35,13 +35,15 @@ def topic_total(engine, series: str) -> int:  # type: ignore[no-untyped-def]
 
 
 def test_messages_are_classified_counted_and_bad_ones_dead_lettered(broker, engine, classifier, settings, unique):  # type: ignore[no-untyped-def]
+    settings = settings.model_copy(update={"message_retention_days": 7})
     setup_topics(broker.bootstrap, settings)
     good = posts(24, unique)
-    bad = [b"{broken json", json.dumps({"id": "x", "source": "s"}).encode(), b"\xff\xfe"]
+    too_old = posts(1, f"{unique}-old", minutes_ago=8 * 24 * 60)[0]  # past the 7-day message horizon
+    bad = [b"{broken json", json.dumps({"id": "x", "source": "s"}).encode(), b"\xff\xfe", json.dumps(too_old).encode()]
     send(broker.bootstrap, settings.social_topic, [*good[:12], *bad, *good[12:]])
 
     with RunningWorker(settings, classifier, engine, broker.bootstrap) as running:
-        wait_for(lambda: running.worker.stats.consumed == 27, what="27 records consumed")
+        wait_for(lambda: running.worker.stats.consumed == 28, what="28 records consumed")
 
     assert count_rows(engine, unique) == 24
     assert topic_total(engine, settings.trend_series) == 24
@@ -60,15 +62,16 @@ def test_messages_are_classified_counted_and_bad_ones_dead_lettered(broker, engi
     assert abs(row["sentiment_score"] - (row["p_positive"] - row["p_negative"])) < 1e-4
     assert row["model_version"] == classifier.version
 
-    letters = read_topic(broker.bootstrap, settings.dead_letter_topic, f"dlq-reader-{unique}", expected=3)
+    letters = read_topic(broker.bootstrap, settings.dead_letter_topic, f"dlq-reader-{unique}", expected=4)
     reasons = sorted(json.loads(m.value())["reason"] for m in letters)
-    assert len(reasons) == 3
+    assert len(reasons) == 4
     assert any("Invalid JSON" in r or "json" in r.lower() for r in reasons)
     assert any("published_at" in r for r in reasons)
+    assert any("older than the message retention horizon (7 days)" in r for r in reasons)
 
     # Offsets are committed past everything, so the group resumes after the last record.
     offsets = committed_offsets(broker.bootstrap, settings.consumer_group)
-    assert sum(offsets.values()) == 27
+    assert sum(offsets.values()) == 28
 
 
 def test_replaying_the_same_messages_changes_no_count(broker, engine, classifier, settings, unique):  # type: ignore[no-untyped-def]

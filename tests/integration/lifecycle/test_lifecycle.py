@@ -23,7 +23,7 @@ from finsentry.cli import main
 from models.artifacts import TOKENIZER, load_network, save_artifact, verify_artifact
 from models.classifier import Classifier
 from models.network import TwoHeadClassifier
-from tests.integration.helpers import posts, scalar, send, setup_topics, wait_for
+from tests.integration.helpers import day_partitions, posts, scalar, send, setup_topics, wait_for
 from workers.ingest.worker import Worker
 from workers.lifecycle import registry
 from workers.lifecycle.hotswap import ModelWatcher
@@ -134,16 +134,19 @@ def test_scheduled_run_promotes_and_running_workers_hear_of_it(own_database_url,
 def _insert_predictions(engine: Engine, version: str, n: int, topic: str, prob: float, minutes_ago: int,
                         prefix: str) -> None:
     """Classified rows as the worker writes them, `minutes_ago` old, all with one topic and confidence."""
+    published = datetime(2030, 6, 1, 12, 0, tzinfo=timezone.utc)  # drift orders by classification time only
+    day_partitions(engine, published)
     with engine.begin() as conn:
         conn.execute(text("""
             INSERT INTO classified_messages (message_key, kind, source, external_id, published_at, window_start,
-                text, language, topic, topic_prob, sentiment, p_negative, p_neutral, p_positive,
+                language, topic, topic_prob, sentiment, p_negative, p_neutral, p_positive,
                 sentiment_score, tickers, model_version, kafka_topic, kafka_partition, kafka_offset, classified_at)
-            SELECT 'drift:' || :prefix || i, 'social', 'drift', :prefix || i, now(), date_trunc('minute', now()),
-                'text', 'en', :topic, :prob, 'neutral', 0.1, 0.8, 0.1, 0.0, '{}', :version, 't', 0, i,
+            SELECT 'drift:' || :prefix || i, 'social', 'drift', :prefix || i, :published, :published,
+                'en', :topic, :prob, 'neutral', 0.1, 0.8, 0.1, 0.0, '{}', :version, 't', 0, i,
                 now() - make_interval(mins => :ago) + i * interval '1 millisecond'
             FROM generate_series(1, :n) AS i"""),
-            {"prefix": prefix, "topic": topic, "prob": prob, "version": version, "n": n, "ago": minutes_ago})
+            {"prefix": prefix, "topic": topic, "prob": prob, "version": version, "n": n, "ago": minutes_ago,
+             "published": published})
 
 
 def test_drift_brings_training_forward_and_the_gate_rejects_a_worse_challenger(own_database_url, own_engine,
@@ -181,6 +184,10 @@ def test_a_restarted_scheduler_keeps_its_jobs_and_their_times(own_database_url, 
     first = build_scheduler(own_database_url, settings, blocking=False)
     first.start()
     planned = first.get_job(JOB_ID).next_run_time
+    # Retention runs at start: today's and the next 3 days' partitions of messages and texts.
+    wait_for(lambda: scalar(own_engine, "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                                        "WHERE c.relkind = 'r'") >= 8, timeout_s=30,
+             what="the partitions made ahead")
     first.shutdown()
     assert scalar(own_engine, "SELECT count(*) FROM apscheduler_jobs") == 3  # retrain, drift, retention
 

@@ -18,12 +18,14 @@ from tests.integration.helpers import (
     wait_for,
 )
 from workers.lifecycle.retention import apply_retention
+from workers.services.db import make_engine
 
 pytestmark = pytest.mark.integration
 
 
-def test_social_posts_are_stored_masked_and_old_text_is_deleted_while_trends_stay(
-        broker, engine, classifier, settings, unique):  # type: ignore[no-untyped-def]
+def test_social_posts_are_stored_masked_and_old_text_is_dropped_while_trends_stay(
+        broker, own_database_url, classifier, settings, unique):  # type: ignore[no-untyped-def]
+    engine = make_engine(own_database_url)  # retention below runs a month ahead: on a database of its own
     setup_topics(broker.bootstrap, settings)
     now = datetime.now(timezone.utc)
     social = [
@@ -40,22 +42,28 @@ def test_social_posts_are_stored_masked_and_old_text_is_deleted_while_trends_sta
         wait_for(lambda: running.worker.stats.stored == 3, what="3 messages stored")
 
     def stored(key: str) -> str | None:
-        return scalar(engine, "SELECT text FROM classified_messages WHERE message_key = :k", k=key)
+        return scalar(engine, "SELECT text FROM message_texts WHERE message_key = :k", k=key)
 
     assert stored(f"priv:{unique}-new") == "$XYZ fraud? email [email] or call [phone]"
-    assert stored(f"priv:{unique}-old") == "$XYZ old rumour, ring [phone]"
     assert stored(f"priv-news:{unique}-news") == "XYZ investor relations: ir@xyz.example"  # news is published text
+    # Past the text horizon (30 days) on arrival: classified and counted, its text, link and author never stored.
+    assert stored(f"priv:{unique}-old") is None
+    assert scalar(engine, "SELECT sentiment FROM classified_messages WHERE message_key = :k", k=f"priv:{unique}-old")
 
-    trend_sql = ("SELECT sum(n_messages) FROM trend_windows WHERE series = :s AND dimension = 'ticker' "
+    trend_sql = ("SELECT sum(n_messages) FROM trend_daily WHERE series = :s AND dimension = 'ticker' "
                  "AND key = 'XYZ'")
     assert scalar(engine, trend_sql, s=settings.trend_series) == 2
-    assert apply_retention(engine, days=30) >= 1
+    # 40 days on, today's texts are past their horizon: their day is dropped; messages and trends stay.
+    run = apply_retention(engine, settings.horizons, now + timedelta(days=40), days_ahead=-1)
+    assert f"message_texts_p{now - timedelta(minutes=5):%Y%m%d}" in run.dropped
+    assert not any(name.startswith("classified_messages") for name in run.dropped)
+    assert stored(f"priv:{unique}-new") is None and stored(f"priv-news:{unique}-news") is None
     with engine.connect() as conn:
-        old = conn.execute(text("SELECT text, url, author, sentiment FROM classified_messages WHERE message_key = :k"),
-                           {"k": f"priv:{unique}-old"}).mappings().one()
-    assert (old["text"], old["url"], old["author"]) == (None, None, None) and old["sentiment"]
-    assert stored(f"priv:{unique}-new") is not None
-    assert scalar(engine, trend_sql, s=settings.trend_series) == 2  # the trends are untouched
+        new = conn.execute(text("SELECT sentiment, tickers FROM classified_messages WHERE message_key = :k"),
+                           {"k": f"priv:{unique}-new"}).mappings().one()
+    assert new["sentiment"] and new["tickers"] == ["XYZ"]
+    assert scalar(engine, trend_sql, s=settings.trend_series) == 2  # the roll-ups are untouched
+    engine.dispose()
 
 
 def test_secrets_stay_out_of_logs_output_and_settings_repr(broker, database_url, tmp_path, monkeypatch, capsys,

@@ -1,6 +1,7 @@
 import json
 from datetime import datetime, timedelta, timezone
 
+from config.settings import Horizons
 from schemas.messages import RawMessage
 from workers.pipeline.stages import (
     Windowed,
@@ -53,6 +54,22 @@ def test_bad_records_become_dead_letters_with_reasons() -> None:
     assert "timezone" in reasons[4]
     assert "future" in reasons[7]
     assert all(d.raw is r for d, r in zip(dead, records))
+
+
+def test_a_message_older_than_the_message_horizon_is_a_dead_letter_with_the_reason() -> None:
+    horizons = Horizons(messages_days=10)
+    oldest = NOW - timedelta(days=10)
+    records = [raw(post(1, published_at=(oldest - timedelta(microseconds=1)).isoformat())),  # just too old
+               raw(post(2, published_at=oldest.isoformat())),  # exactly the horizon: accepted
+               raw(post(3, published_at=(NOW - timedelta(days=400)).isoformat()))]
+    accepted, dead = decode(records, NOW, horizons=horizons)
+    assert [a.key for a in accepted] == ["x:2"]
+    assert [d.raw for d in dead] == [records[0], records[2]]
+    assert all(d.stage == "validate" and "older than the message retention horizon (10 days)" in d.reason
+               and "could no longer be recognised" in d.reason for d in dead)
+    # Relative to the injected time, not the clock; with no horizon (0) nothing is too old.
+    assert [a.key for a in decode(records[2:], NOW - timedelta(days=395), horizons=horizons)[0]] == ["x:3"]
+    assert len(decode(records, NOW, horizons=Horizons())[0]) == 3
 
 
 def test_duplicate_keys_in_one_batch_are_kept_once() -> None:
