@@ -37,7 +37,7 @@ from sqlalchemy import Engine
 
 from config.settings import Settings
 from workers.alerting.delivery import deliver_due
-from workers.alerting.detector import Detection, closed_by_dimension, pending_keys, spike_params, step_key
+from workers.alerting.detector import Detection, closed_by_dimension, detection_of, pending_keys, step_key
 from workers.alerting.routing import build_routes
 from workers.ingest.kafka_io import ensure_topics, key_partition, partition_count, producer_config
 
@@ -60,9 +60,7 @@ class Detector:
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.detection = Detection(spike_params(s), s.window_seconds,
-                                   build_routes(s.webhook_url_list, s.webhook_routes, s.webhook_policy),
-                                   s.spike_overrides, s.alerts_topic)
+        self.detection = detection_of(s, build_routes(s.webhook_url_list, s.webhook_routes, s.webhook_policy))
 
     def refresh_watermark(self, max_age_s: float = 0.0) -> None:
         """Re-read the closed-window boundary, unless it was read within max_age_s."""
