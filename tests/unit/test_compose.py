@@ -63,10 +63,16 @@ def test_mounted_configuration_files_exist() -> None:
                 assert (ROOT / source).exists(), source
 
 
-def test_prometheus_scrapes_the_workers_metrics_port() -> None:
+def test_prometheus_scrapes_the_workers_and_the_detectors_and_loads_the_alert_rules() -> None:
     config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
-    targets = config["scrape_configs"][0]["dns_sd_configs"][0]
-    assert set(targets["names"]) == {"worker-gpu", "worker-cpu"} and targets["port"] == 9108
+    jobs = {job["job_name"]: job["dns_sd_configs"][0] for job in config["scrape_configs"]}
+    assert set(jobs["finsentry-worker"]["names"]) == {"worker-gpu", "worker-cpu"}
+    assert jobs["finsentry-worker"]["port"] == 9108
+    assert jobs["finsentry-detector"]["names"] == ["detector"] and jobs["finsentry-detector"]["port"] == 9107
+    assert config["rule_files"] == ["alerts.yml"]
+    mounts = SERVICES["prometheus"]["volumes"]
+    assert "./deploy/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in mounts
+    assert "9107/healthz" in " ".join(SERVICES["detector"]["healthcheck"]["test"])
 
 
 def test_grafana_reads_postgres_as_the_analyst_role_and_loads_the_dashboard() -> None:

@@ -4,14 +4,23 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from config.settings import Settings, reference_markdown
+from config.settings import Settings, env_name, reference_markdown
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_readme_configuration_reference_is_the_generated_one() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    block = re.search(r"<!-- config:start -->\n(.*?)<!-- config:end -->", readme, re.S)
+def test_the_configuration_reference_is_the_generated_one() -> None:
+    reference = (ROOT / "docs/configuration.md").read_text()
+    block = re.search(r"<!-- config:start -->\n(.*?)<!-- config:end -->", reference, re.S)
     assert block is not None
-    assert block.group(1) == reference_markdown(), "run `finsentry config` and paste it into README.md"
+    assert block.group(1) == reference_markdown(), "run `finsentry config` and paste it into docs/configuration.md"
+
+
+def test_every_variable_the_readme_names_is_a_setting() -> None:
+    names = set(re.findall(r"\b(?:FINSENTRY_[A-Z0-9_]+|DATABASE_URL|KAFKA_BOOTSTRAP_SERVERS)\b",
+                           (ROOT / "README.md").read_text()))
+    known = {env_name(n) for n in Settings.model_fields}
+    assert names and names <= known, sorted(names - known)
 
 
 def test_every_setting_is_documented() -> None:

@@ -21,6 +21,7 @@ import random
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -93,6 +94,15 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float, polic
 MAX_WAIT_S = 3600.0  # between two attempts of one webhook
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """What became of one due delivery in a pass: for metrics."""
+
+    channel: str  # "webhook", or "kafka" (the alerts topic)
+    result: str  # "delivered", "retrying", "failed" (gave up, or the target is refused) or "disabled" (410 Gone)
+    outcome: Outcome | None  # None: not sent, the endpoint was disabled before
+
+
 def publish(producer: Producer, topic: str, event_id: str, payload: dict[str, Any], timeout_s: float) -> Outcome:
     """One alert event to a Kafka topic; success once the broker has acknowledged it."""
     value = json.dumps({"event_id": event_id, **payload}, sort_keys=True, separators=(",", ":")).encode()
@@ -109,10 +119,10 @@ def publish(producer: Producer, topic: str, event_id: str, payload: dict[str, An
 def deliver_due(
     engine: Engine, secrets: list[str], timeout_s: float, max_attempts: int, base_backoff_s: float,
     limit: int = 20, rng: random.Random | None = None, policy: TargetPolicy = TargetPolicy(),
-    producer: Producer | None = None,
+    producer: Producer | None = None, on_attempt: Callable[[Attempt], None] | None = None,
 ) -> int:
     """Send every due delivery once; return how many were delivered. Without a producer, rows for Kafka
-    topics are left for a deliverer that has one."""
+    topics are left for a deliverer that has one. `on_attempt` hears what became of each row."""
     rng = rng or random.Random()
     delivered = 0
     with engine.begin() as conn:
@@ -123,11 +133,14 @@ def deliver_due(
         due = conn.execute(due_rows.order_by(alert_deliveries.c.id).limit(limit).with_for_update(skip_locked=True)).all()
         gone: set[str] = set(conn.execute(select(webhook_endpoints.c.url)).scalars())
         for row in due:
+            channel = "kafka" if row.endpoint_url.startswith(KAFKA_PREFIX) else "webhook"
             if row.endpoint_url in gone:
                 conn.execute(alert_deliveries.update().where(alert_deliveries.c.id == row.id)
                              .values(status="disabled"))
+                if on_attempt:
+                    on_attempt(Attempt(channel, "disabled", None))
                 continue
-            if row.endpoint_url.startswith(KAFKA_PREFIX):
+            if channel == "kafka":
                 assert producer is not None
                 outcome = publish(producer, row.endpoint_url.removeprefix(KAFKA_PREFIX), row.webhook_id, row.payload,
                                   timeout_s)
@@ -168,4 +181,6 @@ def deliver_due(
                     attempts, base_backoff_s, MAX_WAIT_S, rng)
                 values.update(next_attempt_at=func.now() + timedelta(seconds=wait))
             conn.execute(alert_deliveries.update().where(alert_deliveries.c.id == row.id).values(**values))
+            if on_attempt:
+                on_attempt(Attempt(channel, str(values.get("status", "retrying")), outcome))
     return delivered

@@ -18,7 +18,7 @@ import json
 import uuid
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.dialects.postgresql import insert
@@ -90,10 +90,29 @@ def closed_before(conn: Connection, series: str, dimension: str, allowed_latenes
     return None if reached is None else reached - timedelta(seconds=allowed_lateness_s)
 
 
+def newest_window(conn: Connection, series: str, dimension: str) -> datetime | None:
+    """The newest window written: the newest of the input partitions' (`ingest_progress`), or, with no
+    recorded progress, the dimension's newest trend window. The watermark lags behind it by the allowed
+    lateness and by whatever holds it back (a partition behind the others)."""
+    newest = conn.execute(text("SELECT max(window_start) FROM ingest_progress WHERE series = :series"),
+                          {"series": series}).scalar()
+    if newest is None:
+        newest = conn.execute(select(func.max(trend_windows.c.window_start)).where(
+            trend_windows.c.series == series, trend_windows.c.dimension == dimension)).scalar()
+    return newest  # type: ignore[no-any-return]  # a timestamptz or NULL
+
+
 def closed_by_dimension(conn: Connection, series: str, dimensions: tuple[str, ...] | list[str],
                         allowed_lateness_s: int, idle_s: float) -> dict[str, datetime]:
     """`closed_before` of each dimension that has windows."""
     return {d: c for d in dimensions if (c := closed_before(conn, series, d, allowed_lateness_s, idle_s)) is not None}
+
+
+class AlertEvent(NamedTuple):
+    """An alert opened or resolved by a step."""
+
+    alert_id: int
+    kind: str  # "opened" or "resolved"
 
 
 @dataclass(frozen=True)
@@ -146,9 +165,9 @@ def effective_point(point: Point, window: Mix) -> tuple[Point, Mix]:
 
 
 def step_key(conn: Connection, detection: Detection, series: str, dimension: str, key: str,
-             closed: datetime) -> tuple[list[int], datetime | None]:
+             closed: datetime) -> tuple[list[AlertEvent], datetime | None]:
     """Step one key through its closed windows not stepped yet, in the caller's transaction; return the
-    ids of alerts opened or resolved, and the last window stepped (None: nothing new)."""
+    alerts opened or resolved, and the last window stepped (None: nothing new)."""
     conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"{series}|{dimension}|{key}", 0))))
     row = conn.execute(select(spike_state.c.state, spike_state.c.last_window_start).where(
         spike_state.c.series == series, spike_state.c.dimension == dimension, spike_state.c.key == key)).first()
@@ -166,17 +185,17 @@ def step_key(conn: Connection, detection: Detection, series: str, dimension: str
     if not points:
         return [], None
     key_params = params_for(detection.params, detection.overrides, dimension, key)
-    touched: list[int] = []
+    touched: list[AlertEvent] = []
     for raw in points:
         point, window = effective_point(raw, window_mix(conn, dimension, key, raw.window_start,
                                                           detection.window_seconds, detection.author_cap))
         state, event = step(state, point, key_params)
         coordinated, c_event = step_coordination(coordinated, point.window_start, window, detection.coordination)
         _record_diversity(conn, series, dimension, key, point.window_start, window, coordinated.open)
-        for alert_id in (_record_event(conn, detection, series, dimension, key, event) if event else None,
-                         _record_coordination(conn, detection, series, dimension, key, c_event) if c_event else None):
-            if alert_id is not None:
-                touched.append(alert_id)
+        if event is not None and (alert_id := _record_event(conn, detection, series, dimension, key, event)):
+            touched.append(AlertEvent(alert_id, event.kind))
+        if c_event is not None and (alert_id := _record_coordination(conn, detection, series, dimension, key, c_event)):
+            touched.append(AlertEvent(alert_id, c_event.kind))
     last = points[-1].window_start
     saved_state = {**asdict(state), "coordination": asdict(coordinated)}
     conn.execute(
@@ -242,7 +261,7 @@ def run_detection(
     touched: list[int] = []
     for dimension, key in keys:
         with engine.begin() as conn:
-            touched += step_key(conn, detection, series, dimension, key, closed[dimension])[0]
+            touched += [e.alert_id for e in step_key(conn, detection, series, dimension, key, closed[dimension])[0]]
     return touched
 
 

@@ -85,7 +85,7 @@ DETECTOR_SETTINGS = (
     "spike_min_volume", "spike_warmup_windows", "spike_alpha", "spike_ratio", "spike_threshold",
     "spike_cooldown_windows", "spike_overrides", "spike_dimensions", "webhook_urls", "webhook_routes",
     "webhook_allow_http", "webhook_allow_private", "webhook_timeout_s", "webhook_max_attempts", "webhook_backoff_s",
-    "data_dir", "log_format",
+    "data_dir", "log_format", "detector_metrics_port",
 )
 
 

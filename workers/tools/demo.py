@@ -116,6 +116,7 @@ def run_demo(settings: Settings, classifier: Classifier, timeout_s: float = 420.
                 "detect_interval_s": 0.5,
                 # The demo's receiver is a local http server: allowed here, refused by default.
                 "webhook_allow_http": True, "webhook_allow_private": True,
+                "detector_metrics_port": -1,  # a detector already running on this machine may hold the port
             })
             stop = threading.Event()
             worker = Worker(demo_settings, classifier, engine, bootstrap, stop=stop)

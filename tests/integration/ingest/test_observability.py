@@ -22,12 +22,8 @@ from tests.integration.helpers import (
     setup_topics,
     wait_for,
 )
-from workers.ingest.observability import (
-    Health,
-    JsonFormatter,
-    ObservabilityServer,
-    WorkerMetrics,
-)
+from workers.ingest.observability import WorkerMetrics
+from workers.observability import Health, JsonFormatter, ObservabilityServer
 from workers.tools.report import parse_since, write_report
 
 pytestmark = pytest.mark.integration

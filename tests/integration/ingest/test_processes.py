@@ -28,6 +28,7 @@ def test_two_worker_processes_share_the_group_and_stop_together(broker, database
            "FINSENTRY_SOCIAL_TOPIC": settings.social_topic, "FINSENTRY_NEWS_TOPIC": settings.news_topic,
            "FINSENTRY_DEAD_LETTER_TOPIC": settings.dead_letter_topic, "FINSENTRY_TREND_SERIES": settings.trend_series,
            "FINSENTRY_TOPIC_PARTITIONS": "2", "FINSENTRY_DATA_DIR": str(tmp_path), "FINSENTRY_METRICS_PORT": str(port),
+           "FINSENTRY_DETECTOR_METRICS_PORT": "0",
            "FINSENTRY_MICRO_BATCH_SIZE": "50", "FINSENTRY_TOUCHED_TOPIC": settings.touched_topic,
            "FINSENTRY_ALERTS_TOPIC": settings.alerts_topic, "FINSENTRY_DETECTOR_APP_ID": settings.detector_app_id}
     parent = subprocess.Popen([sys.executable, "-m", "finsentry.cli", "worker", "--processes", "2", "--zero-cost-model",

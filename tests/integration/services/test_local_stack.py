@@ -32,6 +32,7 @@ def test_a_worker_and_a_replay_in_two_terminals_meet_on_one_local_stack(tmp_path
     data_dir = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if k not in UNSET}
     env |= {"FINSENTRY_DATA_DIR": str(data_dir), "FINSENTRY_METRICS_PORT": "-1",
+            "FINSENTRY_DETECTOR_METRICS_PORT": "-1",
             "FINSENTRY_CONSUMER_GROUP": f"two-terminals-{unique}", "FINSENTRY_MICRO_BATCH_SIZE": "64"}
     messages = posts(20, f"two-{unique}")
     feed = tmp_path / "posts.jsonl"
