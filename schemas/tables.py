@@ -75,6 +75,8 @@ classified_messages = Table(
     Column("kafka_offset", BigInteger, nullable=False),
     Column("story_id", BigInteger, comment="near-duplicate texts share one (workers/pipeline/stories.py)"),
     Column("author_key", BigInteger, comment="a hash of (source, author); NULL when the feed names none"),
+    Column("series", Text, nullable=False, server_default=text("'live'"),
+           comment="the trend series whose worker stored it (a demo's messages are not live ones)"),
     Column("classified_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_classified_messages_topic_window", "topic", "window_start"),
     Index("ix_classified_messages_window", "window_start"),

@@ -1,8 +1,8 @@
 """Stories, authors and coordinated activity.
 
 - classified_messages.story_id and author_key (bigint, NULL for rows stored before: each such row counts
-  as a story of its own, by no known author), and an index on window_start for the detector's per-window
-  reads of any dimension;
+  as a story of its own, by no known author), series (the trend series whose worker stored the row; 'live'
+  for rows stored before), and an index on window_start for the detector's per-window reads;
 - window_diversity: per closed window of a watched key, distinct stories and authors and the effective
   counts detection ran on; the analyst role reads it through topic_diversity_minute;
 - alerts.kind ('sentiment' or 'coordinated'), part of the alert's unique key, and alert_deliveries.event
@@ -38,6 +38,8 @@ def upgrade() -> None:
                                                    comment="near-duplicate texts share one (workers/pipeline/stories.py)"))
     op.add_column("classified_messages", sa.Column("author_key", sa.BigInteger,
                                                    comment="a hash of (source, author); NULL when the feed names none"))
+    op.add_column("classified_messages", sa.Column("series", sa.Text, nullable=False, server_default="live",
+                                                   comment="the trend series whose worker stored it"))
     op.create_index("ix_classified_messages_window", "classified_messages", ["window_start"])
     op.create_table(
         "window_diversity",
@@ -76,5 +78,6 @@ def downgrade() -> None:
     op.drop_index("ix_window_diversity_window", "window_diversity")
     op.drop_table("window_diversity")
     op.drop_index("ix_classified_messages_window", "classified_messages")
+    op.drop_column("classified_messages", "series")
     op.drop_column("classified_messages", "author_key")
     op.drop_column("classified_messages", "story_id")

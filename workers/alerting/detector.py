@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, func, select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import distinct_on, insert
 
 from config.settings import Settings
 from schemas.tables import (
@@ -134,7 +134,7 @@ def detection_of(settings: Settings, routes: list[Route]) -> Detection:
                      settings.alerts_topic, author_cap(settings), coordination_params(settings))
 
 
-def window_mix(conn: Connection, dimension: str, key: str, window_start: datetime, window_seconds: int,
+def window_mix(conn: Connection, series: str, dimension: str, key: str, window_start: datetime, window_seconds: int,
                author_cap: int) -> Mix:
     """The stored messages of one window of one key, grouped by (story, author) in order of first
     message, summarised by `diversity.mix`. A row stored before stories existed is a story of its own."""
@@ -146,7 +146,7 @@ def window_mix(conn: Connection, dimension: str, key: str, window_start: datetim
     rows = conn.execute(
         select(story.label("story"), cm.c.author_key, func.count().label("messages"),
                func.count().filter(cm.c.sentiment == "negative").label("negatives"))
-        .where(about, cm.c.window_start == window_start, cm.c.published_at >= window_start,
+        .where(about, cm.c.series == series, cm.c.window_start == window_start, cm.c.published_at >= window_start,
                cm.c.published_at < window_start + timedelta(seconds=window_seconds))
         .group_by(story, cm.c.author_key).order_by(first, story)
     ).all()
@@ -187,7 +187,7 @@ def step_key(conn: Connection, detection: Detection, series: str, dimension: str
     key_params = params_for(detection.params, detection.overrides, dimension, key)
     touched: list[AlertEvent] = []
     for raw in points:
-        point, window = effective_point(raw, window_mix(conn, dimension, key, raw.window_start,
+        point, window = effective_point(raw, window_mix(conn, series, dimension, key, raw.window_start,
                                                           detection.window_seconds, detection.author_cap))
         state, event = step(state, point, key_params)
         coordinated, c_event = step_coordination(coordinated, point.window_start, window, detection.coordination)
@@ -301,7 +301,7 @@ def _record_coordination(
     if event.kind == "opened":
         end = event.window_start + timedelta(seconds=detection.window_seconds)
         payload = {"type": "coordinated.opened", **common, "window_end": end.isoformat(), "severity": event.severity,
-                   "story": _story(conn, event, end), "accounts": _accounts(conn, event, end)}
+                   "story": _story(conn, series, event, end), "accounts": _accounts(conn, series, event, end)}
         share = event.excess / event.messages if event.messages else 0.0
         usual_share = event.usual_excess / (event.usual_volume + event.usual_excess) \
             if event.usual_volume + event.usual_excess else 0.0
@@ -362,12 +362,12 @@ def _queue(conn: Connection, detection: Detection, alert_id: int, payload: dict[
             status="disabled" if url in disabled else "pending"))
 
 
-def _story(conn: Connection, event: CoordinationEvent, end: datetime) -> dict[str, Any]:
+def _story(conn: Connection, series: str, event: CoordinationEvent, end: datetime) -> dict[str, Any]:
     """The story that made most of the excess: one of its texts (if still within the text horizon)."""
     cm, mt = classified_messages, message_texts
     text_row = conn.execute(
         select(mt.c.text).join(cm, (mt.c.message_key == cm.c.message_key) & (mt.c.published_at == cm.c.published_at))
-        .where(cm.c.story_id == event.top_story, cm.c.window_start == event.window_start,
+        .where(cm.c.story_id == event.top_story, cm.c.series == series, cm.c.window_start == event.window_start,
                cm.c.published_at >= event.window_start, cm.c.published_at < end,
                mt.c.published_at >= event.window_start, mt.c.published_at < end).limit(1)
     ).first()
@@ -375,17 +375,17 @@ def _story(conn: Connection, event: CoordinationEvent, end: datetime) -> dict[st
             "text": str(text_row.text)[:280] if text_row else None}
 
 
-def _accounts(conn: Connection, event: CoordinationEvent, end: datetime) -> list[dict[str, Any]]:
+def _accounts(conn: Connection, series: str, event: CoordinationEvent, end: datetime) -> list[dict[str, Any]]:
     """The busiest accounts of the window: source and author (while their texts are kept) and messages."""
     keys = [author for author, _ in event.top_authors]
     cm, mt = classified_messages, message_texts
     names = {r.author_key: (r.source, r.author) for r in conn.execute(
         select(cm.c.author_key, cm.c.source, mt.c.author)
         .join(mt, (mt.c.message_key == cm.c.message_key) & (mt.c.published_at == cm.c.published_at))
-        .where(cm.c.author_key.in_(keys), cm.c.window_start == event.window_start,
+        .where(cm.c.author_key.in_(keys), cm.c.series == series, cm.c.window_start == event.window_start,
                cm.c.published_at >= event.window_start, cm.c.published_at < end,
                mt.c.published_at >= event.window_start, mt.c.published_at < end)
-        .distinct(cm.c.author_key))} if keys else {}
+        .ext(distinct_on(cm.c.author_key)))} if keys else {}
     return [{"source": names.get(a, (None, None))[0], "author": names.get(a, (None, None))[1], "messages": n}
             for a, n in event.top_authors]
 
@@ -402,11 +402,11 @@ def _opened_payload(
     per_story = (  # the most negative text of each story: three exemplars are three stories, not one repeated
         select(mt.c.text, cm.c.source, mt.c.url, cm.c.sentiment_score)
         .join(mt, (mt.c.message_key == cm.c.message_key) & (mt.c.published_at == cm.c.published_at))
-        .where(about, cm.c.window_start == event.window_start,  # an inner join: a text past retention has no row
+        .where(about, cm.c.series == series, cm.c.window_start == event.window_start,  # a text past retention: no row
                # the window's messages were published within it: this reads one day's partitions
                cm.c.published_at >= event.window_start, cm.c.published_at < end,
                mt.c.published_at >= event.window_start, mt.c.published_at < end)
-        .distinct(story).order_by(story, cm.c.sentiment_score)
+        .ext(distinct_on(story)).order_by(story, cm.c.sentiment_score)
     ).subquery()
     worst = conn.execute(select(per_story).order_by(per_story.c.sentiment_score).limit(3)).all()
     return json.loads(json.dumps({
