@@ -132,8 +132,7 @@ class Settings(BaseSettings):
     spike_dimensions: list[str] = ["topic", "ticker"]
     """What the detector watches."""
     spike_author_cap: int = 3
-    """Stories an author counts for in one window of one key; a story counts once (detection only: the trend
-    tables keep every message)."""
+    """Stories an author counts for in one window of one key; a story counts once (detection only)."""
     coordination_min_excess: int = 30
     """Messages beyond a window's effective count, above the key's usual excess, that make it coordinated ..."""
     coordination_excess_ratio: float = 0.2

@@ -73,8 +73,13 @@ classified_messages = Table(
     Column("kafka_topic", Text, nullable=False),
     Column("kafka_partition", Integer, nullable=False),
     Column("kafka_offset", BigInteger, nullable=False),
+    Column("story_id", BigInteger, comment="near-duplicate texts share one (workers/pipeline/stories.py)"),
+    Column("author_key", BigInteger, comment="a hash of (source, author); NULL when the feed names none"),
+    Column("series", Text, nullable=False, server_default=text("'live'"),
+           comment="the trend series whose worker stored it (a demo's messages are not live ones)"),
     Column("classified_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_classified_messages_topic_window", "topic", "window_start"),
+    Index("ix_classified_messages_window", "window_start"),
     Index("ix_classified_messages_model_version", "model_version", "classified_at"),
     postgresql_partition_by="RANGE (published_at)",
 )
@@ -178,7 +183,31 @@ alerts = Table(
     Column("opened_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("resolved_at", DateTime(timezone=True)),
     Column("resolved_window_start", DateTime(timezone=True), comment="event time of the window that resolved it"),
-    UniqueConstraint("series", "dimension", "key", "window_start", name="uq_alerts_key_window"),
+    Column("kind", String(16), nullable=False, server_default=text("'sentiment'"),
+           comment="sentiment (a negative spike) or coordinated (a burst of few stories or accounts)"),
+    UniqueConstraint("series", "dimension", "key", "kind", "window_start", name="uq_alerts_key_kind_window"),
+)
+
+# Per closed window of a watched key, what its messages were worth to detection, written by the
+# detector as it steps the window: distinct stories and authors, the effective counts the sentiment
+# CUSUM ran on (a story once, an author's stories capped) and the excess beyond them. The trend tables
+# keep every message; this says how many of them were independent. Kept as long as the minute windows.
+window_diversity = Table(
+    "window_diversity",
+    metadata,
+    Column("series", Text, primary_key=True),
+    Column("dimension", String(16), primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("window_start", DateTime(timezone=True), primary_key=True),
+    Column("n_messages", BigInteger, nullable=False),
+    Column("n_stories", BigInteger, nullable=False),
+    Column("n_authors", BigInteger, nullable=False),
+    Column("n_effective", BigInteger, nullable=False),
+    Column("n_effective_negative", BigInteger, nullable=False),
+    Column("excess", BigInteger, nullable=False, comment="messages beyond the effective count"),
+    Column("coordinated", Boolean, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_window_diversity_window", "window_start"),
 )
 
 # The outbox: one row per (alert event, receiver), written in the detector's transaction.
@@ -187,7 +216,8 @@ alert_deliveries = Table(
     metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=True),
     Column("alert_id", BigInteger, ForeignKey("alerts.id"), nullable=False),
-    Column("event", String(16), nullable=False, comment="alert.opened or alert.resolved"),
+    Column("event", String(32), nullable=False,
+           comment="alert.opened, alert.resolved, coordinated.opened or coordinated.resolved"),
     Column("endpoint_url", Text, nullable=False),
     Column("webhook_id", Text, nullable=False),  # the alert event's id: the same for each of its receivers
     Column("payload", JSONB, nullable=False),

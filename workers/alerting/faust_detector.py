@@ -42,9 +42,9 @@ from workers.alerting.delivery import deliver_due
 from workers.alerting.detector import (
     Detection,
     closed_by_dimension,
+    detection_of,
     newest_window,
     pending_keys,
-    spike_params,
     step_key,
 )
 from workers.alerting.observability import DetectorMetrics
@@ -72,9 +72,7 @@ class Detector:
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.detection = Detection(spike_params(s), s.window_seconds,
-                                   build_routes(s.webhook_url_list, s.webhook_routes, s.webhook_policy),
-                                   s.spike_overrides, s.alerts_topic)
+        self.detection = detection_of(s, build_routes(s.webhook_url_list, s.webhook_routes, s.webhook_policy))
 
     def refresh_watermark(self, max_age_s: float = 0.0) -> None:
         """Re-read the closed-window boundary, unless it was read within max_age_s."""

@@ -9,6 +9,7 @@ from schemas.errors import UsageError
 from workers.alerting.targets import TargetPolicy, check_url
 
 SEVERITIES = ("low", "medium", "high")
+KINDS = ("sentiment", "coordinated")  # a negative spike; a burst made of few stories or accounts
 
 
 @dataclass(frozen=True)
@@ -17,16 +18,20 @@ class Route:
     topics: frozenset[str] = field(default_factory=frozenset)  # with tickers: what this receiver wants;
     tickers: frozenset[str] = field(default_factory=frozenset)  # both empty: every alert
     min_severity: str = "low"
+    kinds: frozenset[str] = frozenset(KINDS)  # which alerts: sentiment spikes, coordinated activity, or both
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> "Route":
         severity = raw.get("min_severity", "low")
         if severity not in SEVERITIES:
             raise UsageError(f"route {raw.get('url')!r}: min_severity must be one of {SEVERITIES}")
-        return cls(raw["url"], frozenset(raw.get("topics", ())), frozenset(raw.get("tickers", ())), severity)
+        kinds = frozenset(raw.get("kinds", KINDS))
+        if not kinds or not kinds <= set(KINDS):
+            raise UsageError(f"route {raw.get('url')!r}: kinds must be a non-empty subset of {KINDS}")
+        return cls(raw["url"], frozenset(raw.get("topics", ())), frozenset(raw.get("tickers", ())), severity, kinds)
 
-    def matches(self, dimension: str, key: str, severity: str) -> bool:
-        if SEVERITIES.index(severity) < SEVERITIES.index(self.min_severity):
+    def matches(self, dimension: str, key: str, severity: str, kind: str = "sentiment") -> bool:
+        if kind not in self.kinds or SEVERITIES.index(severity) < SEVERITIES.index(self.min_severity):
             return False
         if not self.topics and not self.tickers:
             return True  # a route that names nothing gets everything
@@ -35,11 +40,11 @@ class Route:
         return dimension == "ticker" and key in self.tickers
 
 
-def recipients(routes: list[Route], dimension: str, key: str, severity: str) -> list[str]:
+def recipients(routes: list[Route], dimension: str, key: str, severity: str, kind: str = "sentiment") -> list[str]:
     """Distinct URLs, in configuration order."""
     urls: dict[str, None] = {}
     for route in routes:
-        if route.matches(dimension, key, severity):
+        if route.matches(dimension, key, severity, kind):
             urls.setdefault(route.url, None)
     return list(urls)
 

@@ -53,7 +53,8 @@ STAGING = "finsentry_staging"
 # classified_messages' columns as COPY sends them, and message_texts' (what privacy retention removes).
 MESSAGE_COLUMNS = ("message_key", "kind", "source", "external_id", "published_at", "language", "topic", "topic_prob",
                    "sentiment", "p_negative", "p_neutral", "p_positive", "sentiment_score", "tickers",
-                   "model_version", "kafka_topic", "kafka_partition", "kafka_offset", "window_start")
+                   "model_version", "kafka_topic", "kafka_partition", "kafka_offset", "story_id", "author_key",
+                   "series", "window_start")
 TEXT_COLUMNS = ("message_key", "published_at", "text", "url", "author")
 _COLS = ", ".join(MESSAGE_COLUMNS)
 _TEXT_COLS = ", ".join(TEXT_COLUMNS)
@@ -62,7 +63,7 @@ _TEXT_COLS = ", ".join(TEXT_COLUMNS)
 # 2000-01-01 UTC, and psycopg's datetime dumper costs 2.7 us a value here, against 0.3 us for the
 # integer arithmetic (`sorted_records`).
 COPY_TYPES = ("text", "text", "text", "text", "int8", "text", "text", "float8", "text", "float8", "float8", "float8",
-              "float8", "text[]", "text", "text", "int4", "int8", "int8")
+              "float8", "text[]", "text", "text", "int4", "int8", "int8", "int8", "text", "int8")
 TEXT_COPY_TYPES = ("text", "int8", "text", "text", "text")
 _PG_EPOCH_US = 946_684_800 * 1_000_000  # 2000-01-01 UTC in Unix microseconds
 
@@ -292,7 +293,7 @@ def first_of_each_key(batches: list[Columns], window_seconds: int) -> list[Windo
     return parts
 
 
-def sorted_records(parts: list[Windowed]) -> list[tuple[Any, ...]]:
+def sorted_records(parts: list[Windowed], series: str = "live") -> list[tuple[Any, ...]]:
     """The counted rows of the parts, sorted by message key, each in `MESSAGE_COLUMNS` order followed by
     text, url and author (the staging table's order). The timestamps are integers in Postgres' own
     binary form (see COPY_TYPES)."""
@@ -302,8 +303,9 @@ def sorted_records(parts: list[Windowed]) -> list[tuple[Any, ...]]:
         rows = zip(c.message_key, c.kind, c.source, c.external_id, [us - _PG_EPOCH_US for us in c.published_us],
                    c.language, c.topic, c.topic_prob.tolist(), c.sentiment, c.probs[:, 0].tolist(),
                    c.probs[:, 1].tolist(), c.probs[:, 2].tolist(), c.sentiment_score.tolist(), c.tickers,
-                   [c.model_version] * len(c), c.kafka_topic, c.kafka_partition, c.kafka_offset,
-                   [w * 1_000_000 - _PG_EPOCH_US for w in part.windows], c.text, c.url, c.author, strict=True)
+                   [c.model_version] * len(c), c.kafka_topic, c.kafka_partition, c.kafka_offset, c.story_id,
+                   c.author_key, [series] * len(c), [w * 1_000_000 - _PG_EPOCH_US for w in part.windows], c.text,
+                   c.url, c.author, strict=True)
         if part.rows is None:
             records += rows
         else:
@@ -385,7 +387,7 @@ def write_on(
         if not store_messages:
             stored = _mark_seen(cur, parts, series)
         else:
-            records = sorted_records(parts)
+            records = sorted_records(parts, series)
             days = _days(parts, oldest_text)
             if direct:
                 try:  # on a stored key, roll back and take the staging path

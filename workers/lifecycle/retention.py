@@ -4,7 +4,7 @@
 2. message partitions older than FINSENTRY_MESSAGE_RETENTION_DAYS and text partitions older than
    FINSENTRY_TEXT_RETENTION_DAYS are detached and dropped whole (constant time, no dead rows);
 3. minute trend windows older than FINSENTRY_MINUTE_TREND_RETENTION_DAYS are deleted (the hourly and
-   daily roll-ups keep their counts).
+   daily roll-ups keep their counts), and so are the detector's per-window diversity rows.
 
 Classifications and trends outlive the texts; roll-ups outlive the minute windows.
 """
@@ -28,9 +28,10 @@ log = logging.getLogger(__name__)
 DAYS_AHEAD = 3
 
 _DELETE_MINUTES = """
-DELETE FROM trend_windows WHERE ctid = ANY(ARRAY(
-    SELECT ctid FROM trend_windows WHERE window_start < %(before)s LIMIT %(batch)s))
+DELETE FROM {table} WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM {table} WHERE window_start < %(before)s LIMIT %(batch)s))
 """
+MINUTE_TABLES = ("trend_windows", "window_diversity")
 
 
 @dataclass(frozen=True)
@@ -67,12 +68,14 @@ def apply_retention(engine: Engine, horizons: Horizons, now: datetime, days_ahea
         drop_seconds, clock = time.perf_counter() - clock, time.perf_counter()
         deleted = 0
         oldest_minute = horizons.oldest_minute_window(now)
-        while oldest_minute is not None:
-            done = raw.execute(_DELETE_MINUTES, {"before": oldest_minute, "batch": minute_batch}).rowcount
-            raw.commit()
-            deleted += done
-            if done < minute_batch:
-                break
+        for table in MINUTE_TABLES if oldest_minute is not None else ():
+            while True:
+                done = raw.execute(_DELETE_MINUTES.format(table=table),
+                                   {"before": oldest_minute, "batch": minute_batch}).rowcount
+                raw.commit()
+                deleted += done if table == "trend_windows" else 0
+                if done < minute_batch:
+                    break
         minute_seconds = time.perf_counter() - clock
     if dropped or deleted:
         log.info("retention: dropped %s; deleted %d minute windows", ", ".join(dropped) or "no partition", deleted)

@@ -20,6 +20,7 @@ from models.tokenizing import Encoded
 from schemas.messages import Accepted, DeadLetter, NewsArticle, RawMessage, SocialPost
 from schemas.predictions import BatchScores
 from workers.pipeline.privacy import mask_pii
+from workers.pipeline.stories import author_key, story_id
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 EARLIEST = datetime(1980, 1, 1, tzinfo=timezone.utc)  # older publication times are input errors
@@ -131,12 +132,6 @@ def concat_scores(parts: list[BatchScores]) -> BatchScores:
                        first.model_version)
 
 
-# The classified_messages columns a batch carries, in COPY order (window_start is derived in SQL).
-COLUMNS = ("message_key", "kind", "source", "external_id", "published_at", "text", "url", "author", "language",
-           "topic", "topic_prob", "sentiment", "p_negative", "p_neutral", "p_positive", "sentiment_score",
-           "tickers", "model_version", "kafka_topic", "kafka_partition", "kafka_offset")
-
-
 @dataclass(frozen=True)
 class Columns:
     """A classified batch as columns, in message order: what the sink copies into Postgres."""
@@ -160,6 +155,8 @@ class Columns:
     kafka_topic: list[str]
     kafka_partition: list[int]
     kafka_offset: list[int]
+    story_id: list[int]  # near duplicates share one (stories.story_id)
+    author_key: list[int | None]  # who posted, as a key (stories.author_key); None: the feed names no author
 
     def __len__(self) -> int:
         return len(self.message_key)
@@ -195,6 +192,8 @@ def to_columns(accepted: list[Accepted], scores: BatchScores | None) -> Columns:
         kafka_topic=[r.topic for r in raws],
         kafka_partition=[r.partition for r in raws],
         kafka_offset=[r.offset for r in raws],
+        story_id=[story_id(t) for t in texts],
+        author_key=[author_key(m.author, m.source) for m in messages],
     )
 
 

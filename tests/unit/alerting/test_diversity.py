@@ -65,3 +65,16 @@ def test_organic_traffic_and_a_genuine_burst_are_not_coordinated() -> None:
 def test_nothing_is_coordinated_during_warm_up() -> None:
     flood = [Group(story=7, author=1, messages=300, negatives=300)]
     assert run([organic(200, 40, 10_000 * w) + flood for w in range(4)]) == []
+
+
+def test_the_sentiment_cusum_sees_the_trend_counts_less_what_did_not_count() -> None:
+    from workers.alerting.detector import effective_point
+    from workers.alerting.spikes import Point
+
+    stored = mix(organic(60, 12) + [Group(story=7, author=1, messages=100, negatives=100)], author_cap=3)
+    point, window = effective_point(Point(T0, 160, 112), stored)
+    assert (point.volume, point.negatives) == (61, 13)
+    assert (window.messages, window.effective, window.excess) == (160, 61, 99)
+    # trend rows with no stored messages (written by hand, or a backfill series) keep their counts
+    point, window = effective_point(Point(T0, 100, 30), mix([], author_cap=3))
+    assert (point.volume, point.negatives, window.excess) == (100, 30, 0)

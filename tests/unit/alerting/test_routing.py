@@ -27,3 +27,16 @@ def test_spike_parameters_can_be_overridden_per_dimension_and_key() -> None:
     assert params_for(base, overrides, "ticker", "AAPL").min_volume == 5
     assert params_for(base, overrides, "topic", "Macro").threshold == 9.0
     assert params_for(base, overrides, "topic", "Earnings") == base
+
+
+def test_a_route_can_take_coordinated_activity_sentiment_spikes_or_both() -> None:
+    routes = build_routes(["https://all.example/hook"], [
+        {"url": "https://trust-and-safety.example/hook", "kinds": ["coordinated"]},
+        {"url": "https://desk.example/hook", "topics": ["Macro"], "kinds": ["sentiment"]},
+    ])
+    assert recipients(routes, "topic", "Macro", "high", "sentiment") == ["https://all.example/hook",
+                                                                           "https://desk.example/hook"]
+    assert recipients(routes, "topic", "Macro", "high", "coordinated") == ["https://all.example/hook",
+                                                                             "https://trust-and-safety.example/hook"]
+    with pytest.raises(ValueError, match="kinds"):
+        Route.parse({"url": "https://x.example", "kinds": ["rumour"]})
