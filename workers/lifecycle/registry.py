@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "finsentry_model"
 MAX_RECALL_DROP = 0.02
 MAX_CAPABILITY_DROP = 0.02  # behavioural suite: pass rate points a challenger may lose on any capability
+MAX_MACRO_F1_DROP = 0.01  # a slice's macro-F1 may fall by at most a point (sampling noise on a dev split)
 
 
 class RegistryError(FinsentryError):
@@ -39,15 +40,18 @@ class GateResult:
 
 def gate(challenger: dict[str, Any], champion: dict[str, Any], max_recall_drop: float = MAX_RECALL_DROP,
          challenger_behaviour: dict[str, float] | None = None, champion_behaviour: dict[str, float] | None = None,
-         max_capability_drop: float = MAX_CAPABILITY_DROP) -> GateResult:
-    """Promote only if no slice's macro-F1 is lower, no class's recall drops by more than the limit, and no
-    capability of the behavioural suite loses more than `max_capability_drop` of its pass rate.
+         max_capability_drop: float = MAX_CAPABILITY_DROP, max_macro_f1_drop: float = MAX_MACRO_F1_DROP) -> GateResult:
+    """Promote only if no slice's macro-F1 falls by more than `max_macro_f1_drop`, no class is handled worse,
+    and no capability of the behavioural suite loses more than `max_capability_drop` of its pass rate.
 
     The reports are per-slice, measured on the same evaluation set: a task ("sentiment") and, where a task
     has several domains, each domain ("sentiment/news", "sentiment/tweets"), so a challenger that gains on
-    tweets and loses on news is refused. A class's recall may fall by the limit or by one text of its
-    support, whichever is more: on a small slice one text moves recall by several points. The behaviour
-    arguments are {capability: pass rate} of both models on the suite's test half (`models.behaviour`).
+    tweets and loses on news is refused. A class is handled worse when its recall falls by more than the
+    limit (or one text of its support, whichever is more: on a small slice one text moves recall by several
+    points) and its F1 falls by more than that too: a class's recall may be traded for its precision (a
+    champion that labels most texts of a slice neutral has a high neutral recall there, and a challenger
+    that stops doing so loses it), but not lost. The behaviour arguments are {capability: pass rate} of
+    both models on the suite's test half (`models.behaviour`).
     """
     failures: list[str] = []
     summary: list[str] = []
@@ -60,19 +64,23 @@ def gate(challenger: dict[str, Any], champion: dict[str, Any], max_recall_drop: 
     for name in sorted(champion):
         new, old = challenger[name], champion[name]
         summary.append(f"{name} macro-F1 {new['macro_f1']:.4f} vs {old['macro_f1']:.4f}")
-        if new["macro_f1"] < old["macro_f1"]:
+        if old["macro_f1"] - new["macro_f1"] > max_macro_f1_drop + 1e-9:
             failures.append(f"{name} macro-F1 fell from {old['macro_f1']:.4f} to {new['macro_f1']:.4f}")
         for label, old_class in old["per_class"].items():
-            drop = old_class["recall"] - new["per_class"][label]["recall"]
+            new_class = new["per_class"][label]
+            drop = old_class["recall"] - new_class["recall"]
             allowed = max(max_recall_drop, 1 / old_class["support"]) if old_class.get("support") else max_recall_drop
-            if drop > allowed + 1e-9:
+            f1_drop = old_class["f1"] - new_class["f1"] if "f1" in old_class and "f1" in new_class else drop
+            if drop > allowed + 1e-9 and f1_drop > allowed + 1e-9:
                 failures.append(f"{name} recall of {label!r} fell by {drop * 100:.1f} points "
-                                f"({old_class['recall']:.4f} to {new['per_class'][label]['recall']:.4f})")
+                                f"({old_class['recall']:.4f} to {new_class['recall']:.4f}), and its F1 by "
+                                f"{f1_drop * 100:.1f}")
     if failures:
         return GateResult(False, "; ".join(failures))
-    return GateResult(True, "; ".join(summary) + f"; no class recall fell by more than {max_recall_drop * 100:g} "
-                      f"points (or one text of a small class); no capability fell by more than "
-                      f"{max_capability_drop * 100:g} points")
+    return GateResult(True, "; ".join(summary) + f"; no slice's macro-F1 fell by more than {max_macro_f1_drop * 100:g} "
+                      f"point, no class's recall and F1 both fell by more than {max_recall_drop * 100:g} points (or "
+                      f"one text of a small class), no capability fell by more than {max_capability_drop * 100:g} "
+                      "points")
 
 
 def champion_row(conn: Connection) -> Any:

@@ -15,7 +15,8 @@ from workers.lifecycle.retrain import LabelError, read_corrections, split_correc
 
 
 def report(macro_f1: float, **recalls: float) -> dict[str, Any]:
-    return {"macro_f1": macro_f1, "per_class": {name: {"recall": r} for name, r in recalls.items()}}
+    """A slice whose classes' F1 moves with their recall (precision held equal)."""
+    return {"macro_f1": macro_f1, "per_class": {name: {"recall": r, "f1": r} for name, r in recalls.items()}}
 
 
 CHAMPION = {"sentiment": report(0.80, negative=0.80, neutral=0.90, positive=0.85)}
@@ -28,12 +29,26 @@ def test_gate_promotes_a_challenger_no_worse_anywhere() -> None:
     assert better.promote, better.reason  # negative fell 1.5 points: within the 2 allowed
 
 
-def test_gate_rejects_a_lower_macro_f1_or_a_class_that_falls_more_than_two_points() -> None:
-    lower = gate({"sentiment": report(0.799, negative=0.9, neutral=0.9, positive=0.9)}, CHAMPION)
-    assert not lower.promote and "macro-F1 fell from 0.8000 to 0.7990" in lower.reason
+def test_gate_rejects_a_macro_f1_a_point_lower_or_a_class_that_falls_more_than_two_points() -> None:
+    within = gate({"sentiment": report(0.792, negative=0.8, neutral=0.9, positive=0.85)}, CHAMPION)
+    assert within.promote, within.reason  # 0.8 points lower: within a dev split's noise
+    lower = gate({"sentiment": report(0.789, negative=0.9, neutral=0.9, positive=0.9)}, CHAMPION)
+    assert not lower.promote and "macro-F1 fell from 0.8000 to 0.7890" in lower.reason
     dropped = gate({"sentiment": report(0.85, negative=0.775, neutral=0.95, positive=0.95)}, CHAMPION)
     assert not dropped.promote
-    assert dropped.reason == "sentiment recall of 'negative' fell by 2.5 points (0.8000 to 0.7750)"
+    assert dropped.reason == ("sentiment recall of 'negative' fell by 2.5 points (0.8000 to 0.7750), "
+                              "and its F1 by 2.5")
+
+
+def test_gate_lets_a_class_trade_recall_for_precision_but_not_lose_both() -> None:
+    """The champion labelled most texts neutral: high neutral recall, poor precision. A challenger that stops
+    doing so loses neutral recall but gains neutral F1: not a class handled worse."""
+    def slice_(neutral_recall: float, neutral_f1: float) -> dict[str, Any]:
+        return {"macro_f1": 0.8, "per_class": {"neutral": {"recall": neutral_recall, "f1": neutral_f1, "support": 175}}}
+
+    assert gate({"s": slice_(0.75, 0.70)}, {"s": slice_(0.85, 0.50)}).promote
+    refused = gate({"s": slice_(0.75, 0.45)}, {"s": slice_(0.85, 0.50)})
+    assert not refused.promote and "recall of 'neutral' fell by 10.0 points" in refused.reason
 
 
 def test_corrections_are_read_by_label_name_and_a_bad_file_imports_nothing(tmp_path: Path) -> None:
@@ -88,15 +103,15 @@ def test_gate_refuses_a_challenger_that_gains_on_tweets_and_loses_on_news() -> N
                 "sentiment/news": report(0.85, negative=0.9, neutral=0.9, positive=0.8)}
     challenger = {"sentiment": report(0.81, negative=0.8, neutral=0.9, positive=0.8),
                   "sentiment/tweets": report(0.83, negative=0.82, neutral=0.92, positive=0.82),
-                  "sentiment/news": report(0.84, negative=0.9, neutral=0.9, positive=0.8)}
+                  "sentiment/news": report(0.835, negative=0.9, neutral=0.9, positive=0.8)}
     verdict = gate(challenger, champion)
     assert not verdict.promote
-    assert verdict.reason == "sentiment/news macro-F1 fell from 0.8500 to 0.8400"
+    assert verdict.reason == "sentiment/news macro-F1 fell from 0.8500 to 0.8350"
 
 
 def test_gate_allows_one_texts_worth_of_recall_on_a_small_class() -> None:
     def with_support(macro_f1: float, recall: float, support: int) -> dict[str, Any]:
-        return {"macro_f1": macro_f1, "per_class": {"negative": {"recall": recall, "support": support}}}
+        return {"macro_f1": macro_f1, "per_class": {"negative": {"recall": recall, "f1": recall, "support": support}}}
 
     # 34 texts: one text is 2.9 points of recall, so losing one passes and losing two does not.
     assert gate({"s": with_support(0.9, 1 - 1 / 34, 34)}, {"s": with_support(0.9, 1.0, 34)}).promote
