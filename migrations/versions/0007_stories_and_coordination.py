@@ -39,7 +39,7 @@ def upgrade() -> None:
     op.add_column("classified_messages", sa.Column("author_key", sa.BigInteger,
                                                    comment="a hash of (source, author); NULL when the feed names none"))
     op.add_column("classified_messages", sa.Column("series", sa.Text, nullable=False, server_default="live",
-                                                   comment="the trend series whose worker stored it"))
+                                                   comment="the trend series whose worker stored it (a demo's messages are not live ones)"))
     op.create_index("ix_classified_messages_window", "classified_messages", ["window_start"])
     op.create_table(
         "window_diversity",
@@ -60,7 +60,9 @@ def upgrade() -> None:
     op.drop_constraint("uq_alerts_key_window", "alerts", type_="unique")
     op.create_unique_constraint("uq_alerts_key_kind_window", "alerts",
                                 ["series", "dimension", "key", "kind", "window_start"])
-    op.alter_column("alert_deliveries", "event", type_=sa.String(32))
+    op.alter_column("alert_deliveries", "event", type_=sa.String(32),
+                    comment="alert.opened, alert.resolved, coordinated.opened or coordinated.resolved",
+                    existing_comment="alert.opened or alert.resolved")
     op.execute(VIEW)
     op.execute(f"GRANT SELECT ON topic_diversity_minute TO {ROLE}")
 
@@ -70,7 +72,8 @@ def downgrade() -> None:
     op.execute("DELETE FROM delivery_attempts WHERE delivery_id IN "
                "(SELECT id FROM alert_deliveries WHERE event LIKE 'coordinated.%')")
     op.execute("DELETE FROM alert_deliveries WHERE event LIKE 'coordinated.%'")
-    op.alter_column("alert_deliveries", "event", type_=sa.String(16))
+    op.alter_column("alert_deliveries", "event", type_=sa.String(16), comment="alert.opened or alert.resolved",
+                    existing_comment="alert.opened, alert.resolved, coordinated.opened or coordinated.resolved")
     op.execute("DELETE FROM alerts WHERE kind = 'coordinated'")
     op.drop_constraint("uq_alerts_key_kind_window", "alerts", type_="unique")
     op.create_unique_constraint("uq_alerts_key_window", "alerts", ["series", "dimension", "key", "window_start"])

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, make_url, text
 from config.settings import DEFAULT_MODEL_DIR
 from models.classifier import Classifier
 from models.dataset import SENTIMENT_DIR, read_labelled_csv
-from schemas.tables import trend_windows
+from schemas.tables import classified_messages, trend_windows
 from tests.integration.faults import DetectorProcess, TcpProxy, WorkerProcess
 from tests.integration.helpers import (
     SECRET,
@@ -65,9 +65,16 @@ def stored_with_prefix(engine: Engine, prefix: str) -> int:
 
 # --- worker killed ----------------------------------------------------------------------------------
 
+# Distinct stories: detection counts a story once per window, so a window's messages are all different
+# texts (a text may come back in another window), each a variant of a labelled text.
+LEADS = ["Breaking", "Update", "Traders say", "Analysts note", "Desk note", "Wire", "Report", "Market watch",
+         "Heard on the floor", "Morning brief"]
+
+
 def _clear_texts(classifier: Classifier, n_negative: int, n_other: int) -> tuple[list[str], list[str]]:
-    """Texts whose labels no batch composition can flip: a margin of 0.2 on both heads."""
-    texts = [ex.text for ex in read_labelled_csv(SENTIMENT_DIR / "train.csv", "sentiment")[:600]]
+    """Distinct texts whose labels no batch composition can flip: a margin of 0.2 on both heads."""
+    texts = [f"{lead}: {ex.text}" for ex in read_labelled_csv(SENTIMENT_DIR / "train.csv", "sentiment")[:300]
+             for lead in LEADS]
     scores = classifier.score(texts)
     negative, other = [], []
     for i, t in enumerate(texts):
@@ -76,24 +83,27 @@ def _clear_texts(classifier: Classifier, n_negative: int, n_other: int) -> tuple
             continue
         is_negative = classifier.sentiments[int(scores.sentiment_probs[i].argmax())] == "negative"
         (negative if is_negative else other).append(t)
-    assert len(negative) >= n_negative and len(other) >= n_other
+    assert len(negative) >= n_negative and len(other) >= n_other, (len(negative), len(other))
     return negative[:n_negative], other[:n_other]
 
 
 def test_killed_workers_and_detector_lose_and_repeat_nothing(broker, engine, settings, unique, tmp_path):  # type: ignore[no-untyped-def]
     # fp32: one text gets one label whatever batch it is in, so a fault-free result can be computed.
     scorer = Classifier(DEFAULT_MODEL_DIR, device="cpu", precision="fp32")
-    negative, other = _clear_texts(scorer, 20, 60)
+    negative, other = _clear_texts(scorer, 240, 260)
     rng = random.Random(7)
     start = (datetime.now(timezone.utc) - timedelta(hours=2)).replace(second=0, microsecond=0)
     messages = []
     for minute in range(40):  # 40 windows x 500 = 20,000 messages, a negative burst in windows 30-32
-        for i in range(500):
-            source = f"steady-{unique}" if i % 2 else f"burst-{unique}"
-            share = 0.8 if source.startswith("burst") and 30 <= minute <= 32 else 0.15
-            body = rng.choice(negative) if rng.random() < share else rng.choice(other)
-            messages.append({"id": f"k-{minute}-{i}", "source": source, "text": body,
-                             "published_at": (start + timedelta(minutes=minute, seconds=i % 60)).isoformat()})
+        for parity, source in enumerate((f"burst-{unique}", f"steady-{unique}")):
+            share = 0.8 if parity == 0 and 30 <= minute <= 32 else 0.15
+            n_negative = sum(rng.random() < share for _ in range(250))
+            bodies = rng.sample(negative, n_negative) + rng.sample(other, 250 - n_negative)
+            rng.shuffle(bodies)
+            for j, body in enumerate(bodies):
+                i = 2 * j + parity
+                messages.append({"id": f"k-{minute}-{i}", "source": source, "text": body,
+                                 "published_at": (start + timedelta(minutes=minute, seconds=i % 60)).isoformat()})
     total = len(messages)
     ensure_topics(broker.bootstrap, [settings.news_topic, settings.social_topic, settings.dead_letter_topic], 4)
     send(broker.bootstrap, settings.social_topic, messages)
@@ -163,15 +173,21 @@ def test_killed_workers_and_detector_lose_and_repeat_nothing(broker, engine, set
             {"series": reference, "dimension": dim, "key": key, "window_start": ws, "window_seconds": 60,
              "n_messages": d.n_messages, "n_negative": d.n_negative, "n_neutral": d.n_neutral,
              "n_positive": d.n_positive, "sum_score": d.sum_score} for (dim, key, ws), d in expected.items()])
+        # The stored messages under the reference series too: detection reads their stories and authors.
+        columns = [c.name for c in classified_messages.columns]
+        selected = ", ".join(f"'ref:' || {c}" if c in ("message_key", "external_id") else ":ref" if c == "series"
+                             else c for c in columns)
+        conn.execute(text(f"INSERT INTO classified_messages ({', '.join(columns)}) SELECT {selected} "
+                          "FROM classified_messages WHERE series = :s"), {"ref": reference, "s": s.trend_series})
     run_detection(engine, spike_params(s), 60, 60, [], series=reference, dimensions=("source",))
     alerts = {}
     for series in (s.trend_series, reference):
         with engine.connect() as conn:
             alerts[series] = sorted(tuple(r) for r in conn.execute(text(
-                "SELECT dimension, key, window_start, status, severity, resolved_window_start FROM alerts "
+                "SELECT dimension, key, kind, window_start, status, severity, resolved_window_start FROM alerts "
                 "WHERE series = :s"), {"s": series}))
     assert alerts[s.trend_series] == alerts[reference]
-    assert any(a[1] == f"burst-{unique}" for a in alerts[reference]), "the burst should raise an alert"
+    assert any(a[1:3] == (f"burst-{unique}", "sentiment") for a in alerts[reference]), "the burst should raise an alert"
 
     # Each alert event: one webhook-id, delivered once; on the alerts topic at least once, once after dedup.
     events = int(scalar(engine, "SELECT count(DISTINCT d.webhook_id) FROM alert_deliveries d JOIN alerts a "

@@ -59,4 +59,4 @@ def test_evaluate_prints_one_json_line(tmp_path: Path) -> None:
     assert report["n"] == 3 and 0 <= report["accuracy"] <= 1 and 0 <= report["polarity_accuracy"] <= 1
     assert set(report["per_class"]) == {"negative", "neutral", "positive"}
     both = finsentry("evaluate", "--input", str(data / "test.csv"), "--dev-splits", cwd=tmp_path)
-    assert both.returncode == 2 and "either --input" in both.stderr
+    assert both.returncode == 2 and "give one of --input" in both.stderr

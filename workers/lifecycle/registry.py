@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "finsentry_model"
 MAX_RECALL_DROP = 0.02
 MAX_CAPABILITY_DROP = 0.02  # behavioural suite: pass rate points a challenger may lose on any capability
-MAX_MACRO_F1_DROP = 0.01  # a slice's macro-F1 may fall by at most a point (sampling noise on a dev split)
+MAX_SLICE_DROP = 0.01  # a slice's accuracy and macro-F1 may each fall by at most a point (a dev split's noise)
 
 
 class RegistryError(FinsentryError):
@@ -40,8 +40,8 @@ class GateResult:
 
 def gate(challenger: dict[str, Any], champion: dict[str, Any], max_recall_drop: float = MAX_RECALL_DROP,
          challenger_behaviour: dict[str, float] | None = None, champion_behaviour: dict[str, float] | None = None,
-         max_capability_drop: float = MAX_CAPABILITY_DROP, max_macro_f1_drop: float = MAX_MACRO_F1_DROP) -> GateResult:
-    """Promote only if no slice's macro-F1 falls by more than `max_macro_f1_drop`, no class is handled worse,
+         max_capability_drop: float = MAX_CAPABILITY_DROP, max_slice_drop: float = MAX_SLICE_DROP) -> GateResult:
+    """Promote only if no slice's accuracy or macro-F1 falls by more than `max_slice_drop`, no class is handled worse,
     and no capability of the behavioural suite loses more than `max_capability_drop` of its pass rate.
 
     The reports are per-slice, measured on the same evaluation set: a task ("sentiment") and, where a task
@@ -64,8 +64,9 @@ def gate(challenger: dict[str, Any], champion: dict[str, Any], max_recall_drop: 
     for name in sorted(champion):
         new, old = challenger[name], champion[name]
         summary.append(f"{name} macro-F1 {new['macro_f1']:.4f} vs {old['macro_f1']:.4f}")
-        if old["macro_f1"] - new["macro_f1"] > max_macro_f1_drop + 1e-9:
-            failures.append(f"{name} macro-F1 fell from {old['macro_f1']:.4f} to {new['macro_f1']:.4f}")
+        for figure, words in (("accuracy", "accuracy"), ("macro_f1", "macro-F1")):
+            if figure in old and figure in new and old[figure] - new[figure] > max_slice_drop + 1e-9:
+                failures.append(f"{name} {words} fell from {old[figure]:.4f} to {new[figure]:.4f}")
         for label, old_class in old["per_class"].items():
             new_class = new["per_class"][label]
             drop = old_class["recall"] - new_class["recall"]
@@ -77,7 +78,7 @@ def gate(challenger: dict[str, Any], champion: dict[str, Any], max_recall_drop: 
                                 f"{f1_drop * 100:.1f}")
     if failures:
         return GateResult(False, "; ".join(failures))
-    return GateResult(True, "; ".join(summary) + f"; no slice's macro-F1 fell by more than {max_macro_f1_drop * 100:g} "
+    return GateResult(True, "; ".join(summary) + f"; no slice's accuracy or macro-F1 fell by more than {max_slice_drop * 100:g} "
                       f"point, no class's recall and F1 both fell by more than {max_recall_drop * 100:g} points (or "
                       f"one text of a small class), no capability fell by more than {max_capability_drop * 100:g} "
                       "points")

@@ -109,7 +109,7 @@ def test_scheduled_run_promotes_and_running_workers_hear_of_it(own_database_url,
         row = conn.execute(text("SELECT * FROM model_versions WHERE version <> :b"), {"b": broken}).mappings().one()
     assert row["status"] == "champion", row["reason"]
     assert row["parent"] == broken
-    assert "no class recall fell" in row["reason"]
+    assert "no class's recall and F1 both fell" in row["reason"]
     assert statuses(own_engine)[broken] == "retired"
     assert row["evaluation"]["frozen_set"]["champion"] == broken
     assert verify_artifact(Path(row["path"])) == row["version"]

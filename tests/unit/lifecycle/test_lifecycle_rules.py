@@ -40,6 +40,14 @@ def test_gate_rejects_a_macro_f1_a_point_lower_or_a_class_that_falls_more_than_t
                               "and its F1 by 2.5")
 
 
+def test_gate_rejects_an_accuracy_more_than_a_point_lower() -> None:
+    champion = {"sentiment": {**report(0.80, negative=0.8, neutral=0.9), "accuracy": 0.85}}
+    within = gate({"sentiment": {**report(0.80, negative=0.8, neutral=0.9), "accuracy": 0.841}}, champion)
+    assert within.promote, within.reason
+    lower = gate({"sentiment": {**report(0.80, negative=0.8, neutral=0.9), "accuracy": 0.839}}, champion)
+    assert not lower.promote and lower.reason == "sentiment accuracy fell from 0.8500 to 0.8390"
+
+
 def test_gate_lets_a_class_trade_recall_for_precision_but_not_lose_both() -> None:
     """The champion labelled most texts neutral: high neutral recall, poor precision. A challenger that stops
     doing so loses neutral recall but gains neutral F1: not a class handled worse."""
