@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -184,3 +186,12 @@ def insert_windows(engine, series: str, topic: str, shares: list[float], volume:
 def detect(engine, series: str, urls: list[str]) -> list[int]:  # type: ignore[no-untyped-def]
     return run_detection(engine, SpikeParams(warmup_windows=5), allowed_lateness_s=120, window_seconds=60,
                          routes=build_routes(urls, []), series=series)
+
+
+def get(url: str) -> tuple[int, str]:
+    """GET a local endpoint: (status, body), an HTTP error's status and body included."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -50,7 +49,7 @@ from models.tokenizing import BatchTokenizer
 from schemas.messages import Accepted, RawMessage, SocialPost
 from schemas.predictions import BatchScores
 from workers.ingest.kafka_io import consumer_config, ensure_topics
-from workers.ingest.processes import child_env, ready
+from workers.ingest.processes import child_env, ready, stop_child
 from workers.ingest.sink import PostgresSink, copy_rows, copy_texts, first_of_each_key, sorted_records, split_records
 from workers.ingest.worker import STEPS, BatchReport, Worker
 from workers.pipeline import stages
@@ -264,12 +263,7 @@ def measure_e2e_processes(settings: Settings, engine: Engine, bootstrap: str, da
         _wait(lambda: _counted(engine, names["trend_series"]) >= len(values), 600, interval_s=0.02)
         return len(values) / (time.perf_counter() - started)
     finally:
-        parent.send_signal(signal.SIGTERM)
-        try:
-            parent.wait(60)
-        except subprocess.TimeoutExpired:
-            parent.kill()
-            parent.wait()
+        stop_child(parent, 60)
 
 
 def _counted(engine: Engine, series: str) -> int:

@@ -25,7 +25,6 @@ created ahead included.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import threading
@@ -46,7 +45,7 @@ from models.classifier import ZeroCostClassifier
 from models.dataset import SENTIMENT_DIR, TOPIC_DIR, read_labelled_csv
 from schemas.tables import day_partition
 from workers.ingest.kafka_io import ensure_topics
-from workers.ingest.processes import child_env, ready
+from workers.ingest.processes import child_env, ready, stop_child
 from workers.lifecycle import partitions
 from workers.lifecycle.retention import apply_retention
 from workers.pipeline import stages
@@ -301,12 +300,7 @@ def measure_cpu(settings: Settings, engine: Engine, bootstrap: str, database_url
         sampling.set()
         sampler.join()
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop_child(worker, 60)
     per_1000 = 1000 / len(texts)
     result: dict[str, float | None] = {}
     for name in pids:

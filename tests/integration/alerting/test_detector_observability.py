@@ -4,30 +4,30 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.helpers import SECRET, Receiver, insert_windows, posts, scalar, send, setup_topics, wait_for
+from tests.integration.helpers import (
+    SECRET,
+    Receiver,
+    get,
+    insert_windows,
+    posts,
+    scalar,
+    send,
+    setup_topics,
+    wait_for,
+)
+from workers.ingest.processes import stop_child
 
 pytestmark = pytest.mark.integration
 
 LOG_FIELDS = {"ts", "level", "logger", "message"}  # what every JSON line of the worker and the detector has
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
 
 
 def samples(body: str) -> dict[str, float]:
@@ -94,12 +94,7 @@ def test_the_detector_serves_metrics_health_and_json_logs_beside_a_worker(  # ty
         status, body = get(f"{base}/metrics")
         assert worker.poll() is None, "the worker exited"
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop_child(worker, 60)
     assert status == 200
     series = samples(body)
     print(json.dumps({k: v for k, v in series.items() if k.startswith("finsentry_detector_")

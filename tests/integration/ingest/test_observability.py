@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import urllib.request
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from tests.integration.helpers import (
     T0,
     RunningWorker,
     detect,
+    get,
     insert_windows,
     posts,
     send,
@@ -27,14 +27,6 @@ from workers.observability import Health, JsonFormatter, ObservabilityServer
 from workers.tools.report import parse_since, write_report
 
 pytestmark = pytest.mark.integration
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
 
 
 def test_metrics_endpoint_reports_a_small_replay(broker, engine, classifier, settings, unique):  # type: ignore[no-untyped-def]
