@@ -266,6 +266,8 @@ def _recipe_of(model_dir: Path) -> Any:
     values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items() if k in known}
     if recipe and "sources" not in recipe:  # a model trained before recipes named their data: what it was
         values = {**LEGACY_RECIPE, **values}
+    if recipe:  # a field added after the model was trained takes the value that reproduces it
+        values = {**ADDED_LATER, **values}
     return TrainConfig(**{**values, "teacher_dir": None, "init_dir": None})
 
 
@@ -273,6 +275,8 @@ def _recipe_of(model_dir: Path) -> Any:
 # of fs-a0cb45f9748b and earlier).
 LEGACY_RECIPE: dict[str, Any] = {"sources": ("finentity",), "templates": False, "counterfactuals": False,
                                  "bf16": False}
+# Recipe fields added later, with the value every model trained before them had in effect.
+ADDED_LATER: dict[str, Any] = {"templates_weight": 1.0, "traders_weight": 1.0}
 
 
 def _evaluate_ood(args: argparse.Namespace, settings: Settings) -> int:

@@ -63,6 +63,10 @@ class TrainConfig:
     news_dev_fraction: float = 0.2
     traders_dev_fraction: float = 0.2
     news_repeat: int = 3  # each news sentence is seen this many times an epoch (news is ~3% of the texts)
+    # Loss weight of a labelled example from the suite's train half / the traders' sets (tweets and news: 1).
+    # Below 1 they teach their cases without outweighing the tweets the product mostly reads (docs/model.md).
+    templates_weight: float = 0.25
+    traders_weight: float = 0.5
     sources: tuple[str, ...] = DEFAULT_SOURCES  # labelled sources beside the tweets (models.dataset.SOURCES)
     templates: bool = True  # add the behavioural suite's train half as labelled examples (domain "templates")
     counterfactuals: bool = False  # add direction-flipped copies of polar training sentences (models.augment)
@@ -102,6 +106,13 @@ def augmented(config: TrainConfig, train_set: list[Example], topics: list[str]) 
     train_set = train_set + extra
     rng.shuffle(train_set)
     return [ex for ex in train_set for _ in range(config.news_repeat if ex.domain == "news" else 1)]
+
+
+def loss_weights(config: TrainConfig, examples: list[Example]) -> torch.Tensor:
+    """Each example's weight in the loss, by its domain (the recipe's templates_weight and traders_weight;
+    every other domain 1)."""
+    by_domain = {"templates": config.templates_weight, "traders": config.traders_weight}
+    return torch.tensor([by_domain.get(ex.domain, 1.0) for ex in examples], dtype=torch.float32)
 
 
 def network_scorer(network: TwoHeadClassifier, tokenizer: BatchTokenizer, topics: list[str],
@@ -338,12 +349,13 @@ def train(
     sent_labels = torch.tensor([ex.label if ex.task == "sentiment" else -100 for ex in train_set])
     topic_loss = nn.CrossEntropyLoss(
         weight=_class_weights([ex.label for ex in train_set if ex.task == "topic"], len(topics)).to(device),
-        ignore_index=-100, label_smoothing=config.label_smoothing, reduction="sum",
+        ignore_index=-100, label_smoothing=config.label_smoothing, reduction="none",
     )
     sent_loss = nn.CrossEntropyLoss(
         weight=_class_weights([ex.label for ex in train_set if ex.task == "sentiment"], len(SENTIMENTS)).to(device),
-        ignore_index=-100, label_smoothing=config.label_smoothing, reduction="sum",
+        ignore_index=-100, label_smoothing=config.label_smoothing, reduction="none",
     )
+    example_weights = loss_weights(config, train_set)
 
     rng = random.Random(config.seed)
     lengths = [len(x) for x in train_ids]
@@ -380,7 +392,8 @@ def train(
                 )
             index = torch.tensor(batch)
             t_labels, s_labels = topic_labels[index].to(device), sent_labels[index].to(device)
-            loss = (topic_loss(topic_logits.float(), t_labels) + sent_loss(sent_logits.float(), s_labels)) / len(batch)
+            per_example = topic_loss(topic_logits.float(), t_labels) + sent_loss(sent_logits.float(), s_labels)
+            loss = (per_example * example_weights[index].to(device)).sum() / len(batch)
             if teacher_topic is not None and teacher_sent is not None:
                 # Soft labels only where the text has no hard label for that head.
                 loss = loss + config.distill_weight * (
@@ -483,7 +496,8 @@ def model_card(
         "linear warm-up and decay, gradient clipping at 1.0, bf16 autocast where the hardware has it. Text is",
         "normalised the same way in training and serving (`models.text.normalize_text`: HTML entities",
         "unescaped, links removed, emoji and other pictographs written as words). Each head is then",
-        "temperature-scaled on the dev split.",
+        "temperature-scaled on the dev split. In the loss, an example from the suite's train half weighs "
+        f"{config.templates_weight:g} and a trader's {config.traders_weight:g} (tweets and news 1).",
         "",
         "```json",
         json.dumps(asdict(config), indent=2),

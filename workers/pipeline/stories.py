@@ -22,23 +22,34 @@ import re
 PREFIX_WORDS = 6
 LONG_TEXT_WORDS = 8
 MAX_CHARS = 200  # a news article's story is its headline's and first sentence's, not its whole body's
+FIRST_CHUNK = 64  # characters scanned first; most texts have LONG_TEXT_WORDS content words in them
 # One pass: noise (links, mentions/hashtags/cashtags, tokens with a digit) matches without a group, a
-# content word matches group 1.
-_TOKENS = re.compile(r"https?://\S+|www\.\S+|[@#$]\S+|[^\s\d]*\d\S*|([a-z][a-z']+)")
+# content word matches group 1. Each whitespace-separated token is read on its own (no match crosses a
+# space), so a text can be scanned in pieces cut at spaces. The possessive `*+` stops the engine from
+# retrying every shorter run of a word that has no digit.
+_TOKENS = re.compile(r"https?://\S+|www\.\S+|[@#$]\S+|[^\s\d]*+\d\S*|([a-z][a-z']+)")
 
 
-def content_words(text: str) -> list[str]:
-    """The words a story is recognised by (see the module's docstring)."""
+def content_words(text: str, enough: int | None = None) -> list[str]:
+    """The words a story is recognised by (see the module's docstring): all of them, or, with `enough`,
+    at least the first `enough` (fewer only when the text has fewer), scanning no further than needed."""
     text = text[:MAX_CHARS]
     if "&" in text:
         text = html.unescape(text)
-    words = [w for w in _TOKENS.findall(text.lower()) if w]
+    text = text.lower()
+    cut = text.rfind(" ", 0, FIRST_CHUNK) if enough and len(text) > FIRST_CHUNK else -1
+    if cut <= 0:
+        words = [w for w in _TOKENS.findall(text) if w]
+    else:
+        words = [w for w in _TOKENS.findall(text, 0, cut) if w]
+        if len(words) < (enough or 0) + (words[:1] == ["rt"]):
+            words += [w for w in _TOKENS.findall(text, cut) if w]
     return words[1:] if words[:1] == ["rt"] else words
 
 
 def story_id(text: str) -> int:
     """A signed 64-bit id (Postgres bigint) of the text's story."""
-    words = content_words(text)
+    words = content_words(text, LONG_TEXT_WORDS)
     if len(words) >= LONG_TEXT_WORDS:
         words = words[:PREFIX_WORDS]
     digest = hashlib.blake2b(" ".join(words).encode(), digest_size=8).digest()

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from models.artifacts import verify_artifact
-from models.training import TrainConfig, train
+from models.dataset import Example
+from models.training import TrainConfig, loss_weights, train
 
 
 def test_a_two_stage_run_distils_its_own_teacher_and_reports_each_domain(
@@ -33,3 +34,22 @@ def test_a_two_stage_run_distils_its_own_teacher_and_reports_each_domain(
     assert f"a teacher ({teacher['version']})" in card and "### sentiment/news" in card
     assert "FinEntity.json" in card
     assert list(scratch.iterdir()) == []  # the teacher's folder is gone
+
+
+def test_template_and_trader_examples_weigh_what_the_recipe_says() -> None:
+    examples = [Example("a", "topic", 0, "tweets"), Example("b", "sentiment", 1, "templates"),
+                Example("c", "sentiment", 2, "traders"), Example("d", "topic", 3, "news"), Example("e", "topic", 0, "")]
+    weights = loss_weights(TrainConfig(templates_weight=0.5, traders_weight=0.25), examples)
+    assert weights.tolist() == [1.0, 0.5, 0.25, 1.0, 1.0]
+    assert loss_weights(TrainConfig(templates_weight=1.0, traders_weight=1.0), examples).tolist() == [1.0] * 5
+
+
+def test_a_model_trained_before_the_loss_weights_is_rebuilt_without_them(tmp_path: Path) -> None:
+    from finsentry.cli import _recipe_of
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"recipe": {"seed": 13, "sources": ["finentity"]}}))
+    old = _recipe_of(tmp_path)
+    assert (old.templates_weight, old.traders_weight) == (1.0, 1.0)  # what that model was trained with
+    assert (TrainConfig().templates_weight, TrainConfig().traders_weight) == (0.25, 0.5)  # today's recipe
+    (tmp_path / "metrics.json").write_text(json.dumps({"recipe": {"seed": 13, "templates_weight": 0.25}}))
+    assert _recipe_of(tmp_path).templates_weight == 0.25

@@ -43,3 +43,22 @@ def test_author_keys_are_per_source_and_ignore_case() -> None:
     assert author_key("TraderJoe", "twitter") == author_key("traderjoe", "twitter")
     assert author_key("traderjoe", "twitter") != author_key("traderjoe", "reddit")
     assert author_key(None, "reuters") is None and author_key("", "reuters") is None
+
+
+def test_stopping_early_reads_the_same_words_as_the_whole_text() -> None:
+    # story_id scans the first FIRST_CHUNK characters (cut at a space) and goes on only when they hold
+    # too few words; the words it gets must be the first words of a scan of the whole text.
+    texts = [
+        BASE,
+        "RT @a: " + BASE,  # "rt" is dropped, so one more word is needed
+        "rt rt " + BASE,
+        "a " * 40 + BASE,  # one-letter tokens: no words in the first chunk
+        "x" * 70 + " " + BASE,  # no space in the first chunk
+        "Shares of $XYZ2024 fell 3% in q3 after www.example.com/report9 said margins dropped sharply again",
+        "word " * 12 + "tail12 " + "more words here",  # the cut falls inside a run of words
+        "Wall  Street\tcloses\nlower as   bond yields climb for a third straight session on inflation fears",
+    ]
+    for text in texts:
+        early = content_words(text, 8)
+        whole = content_words(text)
+        assert early == whole[: len(early)] and len(early) >= min(8, len(whole)), text
