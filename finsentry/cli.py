@@ -264,19 +264,15 @@ def _recipe_of(model_dir: Path) -> Any:
         if (model_dir / "metrics.json").is_file() else {}
     known = {f.name for f in fields(TrainConfig)}
     values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items() if k in known}
-    if recipe and "sources" not in recipe:  # a model trained before recipes named their data: what it was
-        values = {**LEGACY_RECIPE, **values}
     if recipe:  # a field added after the model was trained takes the value that reproduces it
         values = {**ADDED_LATER, **values}
     return TrainConfig(**{**values, "teacher_dir": None, "init_dir": None})
 
 
-# What the fields added on 2026-12-03 meant for a model trained before them (the data and text handling
-# of fs-a0cb45f9748b and earlier).
-LEGACY_RECIPE: dict[str, Any] = {"sources": ("finentity",), "templates": False, "counterfactuals": False,
-                                 "bf16": False}
-# Recipe fields added later, with the value every model trained before them had in effect.
-ADDED_LATER: dict[str, Any] = {"templates_weight": 1.0, "traders_weight": 1.0}
+# Recipe fields added later, with the value every model trained before them had in effect: the data and
+# text handling of fs-a0cb45f9748b and earlier, and the loss weights (1: none).
+ADDED_LATER: dict[str, Any] = {"sources": ("finentity",), "templates": False, "counterfactuals": False,
+                               "bf16": False, "templates_weight": 1.0, "traders_weight": 1.0}
 
 
 def _evaluate_ood(args: argparse.Namespace, settings: Settings) -> int:
