@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -19,9 +20,13 @@ Kind = Literal["news", "social"]
 _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
+# A character for which str.isalnum() is true: the regex engine's word characters less the underscore.
+_ALNUM = re.compile(r"[^\W_]")
+
+
 def _readable(value: str) -> str:
     """Text to classify must hold a letter or digit: not only zero-width, control or punctuation characters."""
-    if not any(ch.isalnum() for ch in value):
+    if not _ALNUM.search(value):
         raise ValueError("has no letter or digit")
     return value
 

@@ -58,3 +58,12 @@ def test_a_long_run_of_one_emoji_counts_as_three_and_other_symbols_use_their_nam
 def test_cashtags_numbers_and_ascii_text_are_untouched() -> None:
     text = "$AAPL +3.2% to $191.50, EPS $1.52 vs $1.43 est."
     assert normalize_text(text) == text
+
+
+def test_the_scan_for_dropped_characters_finds_exactly_the_dropped_characters() -> None:
+    """pictographs_as_words translates only a text the scan finds one in: the two must agree on every
+    code point, or a variation selector would survive into the model's input."""
+    from models.text import _DROP, _DROPPED
+
+    found = {code for code in range(0x110000) if _DROPPED.match(chr(code))}
+    assert found == set(_DROP)

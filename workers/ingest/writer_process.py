@@ -16,6 +16,7 @@ batch is retried: nothing is lost, and the sink's idempotency makes a repeated b
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import pickle
@@ -106,6 +107,9 @@ def _serve(pipe: Connection, database_url: str, window_seconds: int, series: str
         sink.connect()
     except Exception as err:  # noqa: BLE001 - the first write meets it again and answers with it
         log.warning("the writer process could not connect yet: %s", err)
+    # As in the worker: what is loaded now lives as long as the process, and left out of full collections.
+    gc.collect()
+    gc.freeze()
     pipe.send_bytes(b"ready")
     try:
         while True:
