@@ -10,6 +10,7 @@ GPU. Nothing here imports Kafka, faust or the database.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -81,8 +82,9 @@ class Classifier:
         self.tokenizer_file = model_dir / TOKENIZER
         self.tokenizer = BatchTokenizer(self.tokenizer_file, meta.max_length)
 
-    def encode(self, texts: list[str]) -> Encoded:
-        return Encoded(texts, self.tokenizer.encode(texts))
+    def encode(self, texts: list[str], words_to: Callable[[list[str]], Any] | None = None) -> Encoded:
+        """Token ids; with `words_to`, also what it makes of each text's words (`BatchTokenizer.encode_with`)."""
+        return Encoded(texts, *self.tokenizer.encode_with(texts, words_to))
 
     def score(self, texts: list[str]) -> BatchScores:
         return self.score_encoded(self.encode(texts))

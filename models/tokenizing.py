@@ -18,27 +18,34 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 from tokenizers import Tokenizer
 
 from models.text import normalize_text
 
+T = TypeVar("T")
+WORDS_KEPT = 64  # words kept a text for its story id (workers/pipeline/stories.py reads the first few)
+
 
 @dataclass(frozen=True)
 class Encoded:
-    """A batch of texts with their unpadded token ids, in input order."""
+    """A batch of texts with their unpadded token ids, in input order, and what the caller's `words_to`
+    made of each text's words (`BatchTokenizer.encode_with`; the worker's story ids), or None."""
 
     texts: list[str]
     ids: list[list[int]]
+    from_words: list[Any] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def part(self, start: int, stop: int) -> "Encoded":
-        return Encoded(self.texts[start:stop], self.ids[start:stop])
+        return Encoded(self.texts[start:stop], self.ids[start:stop],
+                       None if self.from_words is None else self.from_words[start:stop])
 
 
 class _NeedsLibrary(Exception):
@@ -125,7 +132,8 @@ class WordPieceFastPath:
                 and model.get("type") == "WordPiece" and post.get("type") == "TemplateProcessing"
                 and single == ["[CLS]", "A", "[SEP]"])
 
-    def encode(self, text: str) -> list[int] | None:
+    def encode(self, text: str) -> tuple[list[int], list[str]] | None:
+        """The text's ids and its words (at most WORDS_KEPT of them), or None: the library must do it."""
         if "[" in text and any(s in text for s in self._specials):
             return None  # special tokens are matched in the raw text, before normalisation
         if self._ascii_regex and text.isascii() and not _ASCII_CONTROL.search(text):
@@ -146,7 +154,7 @@ class WordPieceFastPath:
             ids.extend(found)
         del ids[self._keep:]
         ids.append(self._sep)
-        return ids
+        return ids, words if len(words) <= WORDS_KEPT else words[:WORDS_KEPT]
 
     def _wordpiece(self, word: str) -> tuple[int, ...]:
         """Greedy longest-match-first, as the library's WordPiece model: a word with an unmatched rest
@@ -183,16 +191,42 @@ class BatchTokenizer:
             if fast_path and WordPieceFastPath.supports(config) else None
 
     def encode(self, texts: list[str]) -> list[list[int]]:
+        return self.encode_with(texts)[0]
+
+    def encode_with(self, texts: list[str], words_to: Callable[[list[str]], T] | None = None,
+                    ) -> tuple[list[list[int]], list[T] | None]:
+        """Each text's ids, and, with `words_to`, what it makes of each text's pre-tokeniser words (at most
+        WORDS_KEPT of them); None instead when this tokenizer is not the BERT kind those words are defined
+        on. `words_to` is called on each text's words as soon as the text is split: holding a batch's words
+        until its end cost 2-3 us a text more here (memory traffic)."""
         normalized = [normalize_text(t) for t in texts]
         if self.fast is None:
-            return self.library_encode(normalized)
+            return self.library_encode(normalized), None
         encode = self.fast.encode
-        ids = [encode(t) for t in normalized]
-        rest = [i for i, x in enumerate(ids) if x is None]
+        ids: list[list[int]] = []
+        made: list[T] = []
+        rest = []
+        for i, text in enumerate(normalized):
+            found = encode(text)
+            if found is None:  # a special token written in the text, or a character the fast path declines
+                rest.append(i)
+                ids.append([])
+                if words_to is not None:
+                    made.append(words_to(self.library_words(text)))
+            else:
+                ids.append(found[0])
+                if words_to is not None:
+                    made.append(words_to(found[1]))
         if rest:
-            for i, found in zip(rest, self.library_encode([normalized[i] for i in rest]), strict=True):
-                ids[i] = found
-        return ids  # type: ignore[return-value]  # every None was replaced above
+            for i, found_ids in zip(rest, self.library_encode([normalized[i] for i in rest]), strict=True):
+                ids[i] = found_ids
+        return ids, made if words_to is not None else None
+
+    def library_words(self, normalized: str) -> list[str]:
+        """The library's pre-tokeniser words of a normalised text (at most WORDS_KEPT)."""
+        assert self._tok.normalizer is not None and self._tok.pre_tokenizer is not None
+        words = self._tok.pre_tokenizer.pre_tokenize_str(self._tok.normalizer.normalize_str(normalized))
+        return [w for w, _ in words[:WORDS_KEPT]]
 
     def library_encode(self, normalized: list[str]) -> list[list[int]]:
         """The library alone, on already normalised texts (the reference the fast path must equal)."""
@@ -200,11 +234,10 @@ class BatchTokenizer:
 
     @staticmethod
     def pad(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-        """Right-pad a batch to its longest member; returns (input_ids, attention_mask) as int64."""
-        width = max(len(x) for x in ids)
-        input_ids = np.zeros((len(ids), width), dtype=np.int64)
-        mask = np.zeros((len(ids), width), dtype=np.int64)
-        for row, seq in enumerate(ids):
-            input_ids[row, : len(seq)] = seq
-            mask[row, : len(seq)] = 1
-        return input_ids, mask
+        """Right-pad a batch to its longest member; returns (input_ids, attention_mask) as int64.
+        One fill of the whole batch in row order (0.6-0.8 us a tweet less than a copy per row)."""
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        mask = np.arange(int(lengths.max())) < lengths[:, None]
+        input_ids = np.zeros(mask.shape, dtype=np.int64)
+        input_ids[mask] = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+        return input_ids, mask.astype(np.int64)

@@ -325,8 +325,8 @@ class FailsOn:
     def __init__(self, classifier: Classifier, poison: str):
         self.classifier, self.poison, self.version, self.calls = classifier, poison, classifier.version, 0
 
-    def encode(self, texts: list[str]) -> Any:
-        return self.classifier.encode(texts)
+    def encode(self, texts: list[str], words_to: Any = None) -> Any:
+        return self.classifier.encode(texts, words_to)
 
     def score_encoded(self, encoded: Any) -> Any:
         self.calls += 1

@@ -238,7 +238,7 @@ class Worker:
         scored, scores, failed = stages.score(batch.accepted, batch.encoded, batch.scorer)
         batch.dead += failed
         scored_at = time.perf_counter()
-        batch.columns = stages.to_columns(scored, scores)
+        batch.columns = stages.to_columns(scored, scores, batch.encoded)
         batch.seconds |= {"inference": scored_at - started, "columns": time.perf_counter() - scored_at}
         return batch
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 from pydantic import ValidationError
@@ -20,7 +20,7 @@ from models.tokenizing import Encoded
 from schemas.messages import Accepted, DeadLetter, NewsArticle, RawMessage, SocialPost
 from schemas.predictions import BatchScores
 from workers.pipeline.privacy import mask_pii
-from workers.pipeline.stories import author_key, story_id
+from workers.pipeline.stories import author_key, story_id, story_id_of_words
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 EARLIEST = datetime(1980, 1, 1, tzinfo=timezone.utc)  # older publication times are input errors
@@ -32,7 +32,7 @@ class Scorer(Protocol):
 
     version: str
 
-    def encode(self, texts: list[str]) -> Encoded: ...
+    def encode(self, texts: list[str], words_to: Callable[[list[str]], Any] | None = None) -> Encoded: ...
 
     def score_encoded(self, encoded: Encoded) -> BatchScores: ...
 
@@ -73,9 +73,10 @@ def decode(
                                                "of it could no longer be recognised, so it is not counted", raw))
             continue
         item = Accepted(raw, message)
-        if item.key in seen:
+        key = item.key
+        if key in seen:
             continue
-        seen.add(item.key)
+        seen.add(key)
         accepted.append(item)
     return accepted, dead
 
@@ -89,8 +90,9 @@ def _validation_reason(err: ValidationError) -> str:
 
 
 def encode(accepted: list[Accepted], scorer: Scorer) -> Encoded:
-    """Tokenise the batch's texts (the host's share of inference)."""
-    return scorer.encode([a.message.text for a in accepted])
+    """Tokenise the batch's texts (the host's share of inference), and take each one's story id from the
+    words the tokenizer split it into."""
+    return scorer.encode([a.message.text for a in accepted], story_id_of_words)
 
 
 def score(accepted: list[Accepted], encoded: Encoded, scorer: Scorer) -> tuple[list[Accepted], BatchScores | None,
@@ -119,8 +121,9 @@ def score(accepted: list[Accepted], encoded: Encoded, scorer: Scorer) -> tuple[l
 def classify(accepted: list[Accepted], scorer: Scorer) -> tuple[Columns, list[DeadLetter]]:
     """encode -> score -> columns in one call (backfill, bench); the worker runs the same steps on two
     threads so that tokenising the next batch overlaps the device's work on this one."""
-    scored, scores, dead = score(accepted, encode(accepted, scorer), scorer)
-    return to_columns(scored, scores), dead
+    encoded = encode(accepted, scorer)
+    scored, scores, dead = score(accepted, encoded, scorer)
+    return to_columns(scored, scores, encoded), dead
 
 
 def concat_scores(parts: list[BatchScores]) -> BatchScores:
@@ -162,8 +165,10 @@ class Columns:
         return len(self.message_key)
 
 
-def to_columns(accepted: list[Accepted], scores: BatchScores | None) -> Columns:
-    """Messages and their scores -> columns. Labels come from the scores (the model that made them)."""
+def to_columns(accepted: list[Accepted], scores: BatchScores | None, encoded: Encoded | None = None) -> Columns:
+    """Messages and their scores -> columns. Labels come from the scores (the model that made them). The
+    story ids come from the story words the tokenizer kept when `encoded` is these messages' texts (a batch
+    that lost a message to a model failure is not), else from the texts."""
     messages = [a.message for a in accepted]
     raws = [a.raw for a in accepted]
     if scores is None:  # nothing was scored
@@ -172,6 +177,10 @@ def to_columns(accepted: list[Accepted], scores: BatchScores | None) -> Columns:
     order = [scores.sentiments.index(name) for name in ("negative", "neutral", "positive")]
     probs = np.round(scores.sentiment_probs[:, order].astype(np.float64), 6)
     texts = [m.text for m in messages]
+    if encoded is not None and encoded.from_words is not None and encoded.texts == texts:
+        stories = encoded.from_words
+    else:
+        stories = [story_id(t) for t in texts]
     return Columns(
         message_key=[f"{m.source}:{m.id}" for m in messages],
         kind=[r.kind for r in raws],
@@ -192,7 +201,7 @@ def to_columns(accepted: list[Accepted], scores: BatchScores | None) -> Columns:
         kafka_topic=[r.topic for r in raws],
         kafka_partition=[r.partition for r in raws],
         kafka_offset=[r.offset for r in raws],
-        story_id=[story_id(t) for t in texts],
+        story_id=stories,
         author_key=[author_key(m.author, m.source) for m in messages],
     )
 

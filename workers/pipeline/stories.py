@@ -1,59 +1,87 @@
 """Story ids: exact and near duplicates of one text map to one story, by a pure function of the text.
 
-A text is reduced to the content words of its first `MAX_CHARS` characters: HTML entities unescaped,
-lower-cased, without links, @mentions, cashtags, hashtags, tokens with digits, one-letter tokens and a
-leading "rt". The story id is a 64-bit hash of the first `PREFIX_WORDS` content words when there are at
-least `LONG_TEXT_WORDS` of them (so a suffix, a trailing hashtag or a swapped ticker does not make a new
-story), else of all of them. The same
-text gets the same id in every worker, after a restart and in a replay, with no state to keep; copies of
-a story posted by a hundred outlets or accounts are one story.
+A text is reduced to its story words: the words the model's tokenizer splits it into (BERT's uncased
+pre-tokeniser on `normalize_text`'s output: HTML entities unescaped, links dropped, pictographs written as
+words, lower-cased, accents stripped, punctuation split off), keeping those of two or more letters and
+dropping a leading "rt" and every @mention, #hashtag and $cashtag (the word after the sign, and further
+words joined to it by "_"). Words with a digit are not words of letters, so numbers, prices and codes drop
+out. The story id is a 64-bit hash of the first `PREFIX_WORDS` story words when there are at least
+`LONG_TEXT_WORDS` of them (so a suffix, a trailing hashtag or a swapped ticker does not make a new story),
+else of all of them. The same text gets the same id in every worker, after a restart and in a replay,
+with no state to keep; copies of a story posted by a hundred outlets or accounts are one story.
 
-What it does not catch: a short text (under LONG_TEXT_WORDS content words) with an added real word, and
-a copy with its first words changed. Detection caps each author's stories per window as well
-(`workers/alerting/diversity.py`), so such variants from a few accounts still count little.
+The worker does not read a text a second time for its story: the tokenizer calls `story_id_of_words` on
+the words it split the text into for the model (`BatchTokenizer.encode_with`); `story_id` does the same
+for one text with the shipped tokenizer.
+
+What it does not catch: a short text (under LONG_TEXT_WORDS story words) with an added real word or
+pictograph, and a copy with its first words changed. Detection caps each author's stories per window as
+well (`workers/alerting/diversity.py`), so such variants from a few accounts still count little.
 """
 
 from __future__ import annotations
 
 import hashlib
-import html
-import re
+from functools import lru_cache
+
+from config.settings import DEFAULT_MODEL_DIR
+from models.tokenizing import BatchTokenizer
 
 PREFIX_WORDS = 6
 LONG_TEXT_WORDS = 8
-MAX_CHARS = 200  # a news article's story is its headline's and first sentence's, not its whole body's
-FIRST_CHUNK = 64  # characters scanned first; most texts have LONG_TEXT_WORDS content words in them
-# One pass: noise (links, mentions/hashtags/cashtags, tokens with a digit) matches without a group, a
-# content word matches group 1. Each whitespace-separated token is read on its own (no match crosses a
-# space), so a text can be scanned in pieces cut at spaces. The possessive `*+` stops the engine from
-# retrying every shorter run of a word that has no digit.
-_TOKENS = re.compile(r"https?://\S+|www\.\S+|[@#$]\S+|[^\s\d]*+\d\S*|([a-z][a-z']+)")
+_SIGNS = frozenset("@#$")  # a mention, hashtag or cashtag: the next word (and "_" + word after it) is a name
 
 
-def content_words(text: str, enough: int | None = None) -> list[str]:
-    """The words a story is recognised by (see the module's docstring): all of them, or, with `enough`,
-    at least the first `enough` (fewer only when the text has fewer), scanning no further than needed."""
-    text = text[:MAX_CHARS]
-    if "&" in text:
-        text = html.unescape(text)
-    text = text.lower()
-    cut = text.rfind(" ", 0, FIRST_CHUNK) if enough and len(text) > FIRST_CHUNK else -1
-    if cut <= 0:
-        words = [w for w in _TOKENS.findall(text) if w]
-    else:
-        words = [w for w in _TOKENS.findall(text, 0, cut) if w]
-        if len(words) < (enough or 0) + (words[:1] == ["rt"]):
-            words += [w for w in _TOKENS.findall(text, cut) if w]
-    return words[1:] if words[:1] == ["rt"] else words
+def story_words(words: list[str]) -> list[str]:
+    """The story words among a text's tokenizer words (see the module's docstring): all of them, or the
+    first LONG_TEXT_WORDS + 1 when there are more (all a story id needs), without a leading "rt"."""
+    out: list[str] = []
+    in_name = 0  # 1: a sign was just read, its name's word comes next; 2: a name's word was just read
+    for word in words:
+        if in_name:
+            if in_name == 1:
+                if word.isalnum():
+                    in_name = 2
+                    continue
+            elif word == "_":
+                in_name = 1
+                continue
+            in_name = 0
+        if word in _SIGNS:
+            in_name = 1
+        elif len(word) > 1 and word.isalpha():
+            out.append(word)
+            if len(out) > LONG_TEXT_WORDS:
+                break
+    return out[1:] if out[:1] == ["rt"] else out
+
+
+def story_id_of_words(words: list[str]) -> int:
+    """A signed 64-bit id (Postgres bigint) of the story of a text with these tokenizer words."""
+    found = story_words(words)
+    if len(found) >= LONG_TEXT_WORDS:
+        found = found[:PREFIX_WORDS]
+    digest = hashlib.blake2b(" ".join(found).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@lru_cache(maxsize=1)
+def _tokenizer() -> BatchTokenizer:
+    return BatchTokenizer(DEFAULT_MODEL_DIR / "tokenizer.json", 128)
+
+
+def content_words(text: str) -> list[str]:
+    """The story words of one text (see `story_words`), read with the shipped tokenizer as the worker reads it."""
+    made = _tokenizer().encode_with([text], story_words)[1]
+    assert made is not None  # the shipped tokenizer is the BERT kind
+    return made[0]
 
 
 def story_id(text: str) -> int:
     """A signed 64-bit id (Postgres bigint) of the text's story."""
-    words = content_words(text, LONG_TEXT_WORDS)
-    if len(words) >= LONG_TEXT_WORDS:
-        words = words[:PREFIX_WORDS]
-    digest = hashlib.blake2b(" ".join(words).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+    made = _tokenizer().encode_with([text], story_id_of_words)[1]
+    assert made is not None  # the shipped tokenizer is the BERT kind
+    return made[0]
 
 
 def author_key(author: str | None, source: str) -> int | None:

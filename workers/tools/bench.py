@@ -17,6 +17,9 @@ what remains is the host's own work, which is what must keep up with a GPU:
 - db_copy: a plain COPY of the same rows into scratch copies of classified_messages and message_texts
   (their indexes too), the database's own limit on this machine; sink_alone: the sink on those rows
   with nothing else running;
+- host_pipeline_cpu_us_per_msg: this process's CPU per message in host_pipeline; host_e2e_cpu_us_per_msg:
+  the whole machine's busy CPU (every process: worker, writer, Postgres, broker) per message in host_e2e
+  after its first batch: what the work costs, beside how fast it went on cores the processes share;
 - host_e2e_2proc: `finsentry worker --processes 2 --zero-cost-model`, from the messages' production to
   the last trend count in Postgres.
 """
@@ -135,7 +138,7 @@ def measure_pipeline(scorer: stages.Scorer, values: list[bytes], micro_batch: in
         clock.append(time.perf_counter())
         scored, scores, _ = stages.score(accepted, encoded, scorer)
         clock.append(time.perf_counter())
-        batches.append(stages.to_columns(scored, scores))
+        batches.append(stages.to_columns(scored, scores, encoded))
         clock.append(time.perf_counter())
         for i, name in enumerate(seconds):
             seconds[name] += clock[i + 1] - clock[i]
@@ -215,7 +218,14 @@ def measure_e2e(
     thread.start()
     result: dict[str, Any] = {}
     try:
+        # The whole machine's CPU (worker, its writer, Postgres, broker) from the first durable batch on: what
+        # the messages cost, beside how fast they went (on 2 shared cores the stages overlap as they can).
+        _wait(lambda: collector.records() > 0, 600, interval_s=0.005)
+        busy_before, records_before = machine_busy_seconds(), collector.records()
         _wait(lambda: collector.records() >= len(values), 600)
+        busy_after = machine_busy_seconds()
+        if busy_before is not None and busy_after is not None and len(values) > records_before:
+            result["e2e_cpu_us_per_msg"] = (busy_after - busy_before) / (len(values) - records_before) * 1e6
         first = collector.reports[0]
         began = first.committed_at - sum(first.seconds.values())  # the stages of one batch run one after another
         reports = list(collector.reports)
@@ -264,6 +274,16 @@ def measure_e2e_processes(settings: Settings, engine: Engine, bootstrap: str, da
         return len(values) / (time.perf_counter() - started)
     finally:
         stop_child(parent, 60)
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds every core of this machine has spent busy since boot (Linux /proc/stat), or None."""
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(v) for v in stat.readline().split()[1:]]
+    except OSError:
+        return None
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
 
 
 def _counted(engine: Engine, series: str) -> int:
@@ -365,7 +385,9 @@ def _run_paths(settings: Settings, classifier: Classifier, engine: Engine, boots
 
     zero = ZeroCostClassifier(settings.model_dir)
     host_values = message_bytes(bench_texts(sizes.host_msgs, seed=3), f"h-{run_id}")
+    cpu_before = time.process_time()
     host_pipeline, host_pipeline_steps, host_batches = measure_pipeline(zero, host_values, settings.micro_batch_size)
+    host_pipeline_cpu = (time.process_time() - cpu_before) / len(host_values) * 1e6
     db_copy = measure_db_copy(engine, host_batches, settings.window_seconds)
     sink_alone = measure_sink_alone(engine, host_batches, settings.window_seconds, f"bench-sink-{run_id}")
     host = measure_e2e(settings, zero, engine, bootstrap,
@@ -390,6 +412,8 @@ def _run_paths(settings: Settings, classifier: Classifier, engine: Engine, boots
         "e2e_over_pipeline": round(e2e["e2e_msgs_per_s"] / pipeline, 3),
         "host_pipeline_msgs_per_s": round(host_pipeline, 1),
         "host_e2e_msgs_per_s": round(host["e2e_msgs_per_s"], 1),
+        "host_pipeline_cpu_us_per_msg": round(host_pipeline_cpu, 1),
+        "host_e2e_cpu_us_per_msg": round(host.get("e2e_cpu_us_per_msg", 0.0), 1),
         "host_e2e_2proc_msgs_per_s": round(two, 1),
         "host_e2e_over_host_pipeline": round(host["e2e_msgs_per_s"] / host_pipeline, 3),
         "db_copy_rows_per_s": round(db_copy, 1),
@@ -446,5 +470,7 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"latency at {result['latency_offered_msgs_per_s']:.0f} msgs/s offered: p50 {result['e2e_p50_latency_ms']:.0f} ms,"
           f" p99 {result['e2e_p99_latency_ms']:.0f} ms")
     print(f"pipeline / limit = {result['pipeline_over_limit']}, e2e / pipeline = {result['e2e_over_pipeline']}")
+    print(f"CPU per message: host pipeline {result['host_pipeline_cpu_us_per_msg']:.1f} us (this process), "
+          f"host end to end {result['host_e2e_cpu_us_per_msg']:.1f} us (the whole machine)")
     print(f"host e2e / host pipeline = {result['host_e2e_over_host_pipeline']}, "
           f"sink / COPY = {result['sink_over_db_copy']}")

@@ -156,8 +156,8 @@ class SlowScorer:
     def __init__(self, classifier, delay_s: float) -> None:  # type: ignore[no-untyped-def]
         self.classifier, self.delay_s, self.version = classifier, delay_s, classifier.version
 
-    def encode(self, texts):  # type: ignore[no-untyped-def]
-        return self.classifier.encode(texts)
+    def encode(self, texts, words_to=None):  # type: ignore[no-untyped-def]
+        return self.classifier.encode(texts, words_to)
 
     def score_encoded(self, encoded):  # type: ignore[no-untyped-def]
         time.sleep(self.delay_s)

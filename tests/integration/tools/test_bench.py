@@ -19,6 +19,7 @@ def test_bench_runs_every_path_and_reports_all_figures(broker, engine, database_
                 "e2e_p99_latency_ms", "naive_msgs_per_s", "host_pipeline_msgs_per_s", "host_e2e_msgs_per_s",
                 "host_e2e_2proc_msgs_per_s", "db_copy_rows_per_s", "sink_rows_per_s", "sink_alone_rows_per_s"):
         assert result[key] > 0, key
+    assert result["host_pipeline_cpu_us_per_msg"] > 0 and result["host_e2e_cpu_us_per_msg"] > 0
     for path in ("e2e", "host_e2e"):
         assert set(result[f"{path}_step_seconds"]) == {"decode", "tokenise", "inference", "columns", "dead_letters",
                                                         "database"}

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from config.settings import DEFAULT_MODEL_DIR
 from models.dataset import SENTIMENT_DIR, TOPIC_DIR, read_labelled_csv
 from models.text import normalize_text
-from models.tokenizing import BatchTokenizer, WordPieceFastPath
+from models.tokenizing import WORDS_KEPT, BatchTokenizer, WordPieceFastPath
 
 TOKENIZER = DEFAULT_MODEL_DIR / "tokenizer.json"
 
@@ -34,7 +34,10 @@ def test_the_training_data_tokenises_as_the_library_does(tokenizer: BatchTokeniz
     assert tokenizer.fast is not None
     declined = sum(tokenizer.fast.encode(normalize_text(t)) is None for t in texts)
     assert declined < len(texts) // 100  # the fast path takes nearly every real text
-    assert tokenizer.encode(texts) == library(tokenizer, texts)
+    ids, words = tokenizer.encode_with(texts, list)
+    assert words is not None and ids == library(tokenizer, texts)
+    assert words == [tokenizer.library_words(normalize_text(t)) for t in texts]
+    assert max(len(w) for w in words) == WORDS_KEPT  # long texts hand over only their first words
 
 
 @pytest.mark.parametrize("text", [
@@ -63,7 +66,10 @@ def test_a_truncated_text_ends_with_sep(tokenizer: BatchTokenizer) -> None:
        | st.text(alphabet=st.sampled_from(list("abcXYZ019 .,'$#@-_()[]!?\u00e9\u2019\u2026\u4e2d\U0001F680\u0301")),
                  max_size=80))
 def test_any_text_tokenises_as_the_library_does(tokenizer: BatchTokenizer, text: str) -> None:
-    assert tokenizer.encode([text]) == library(tokenizer, [text])
+    ids, words = tokenizer.encode_with([text], list)
+    assert ids == library(tokenizer, [text])
+    # the words handed over with the ids (the story id is made of them) are the library's pre-tokeniser's
+    assert words == [tokenizer.library_words(normalize_text(text))]
 
 
 def test_a_tokenizer_of_another_kind_goes_to_the_library_alone(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -76,3 +82,12 @@ def test_a_tokenizer_of_another_kind_goes_to_the_library_alone(tmp_path) -> None
     assert tok.fast is None
     texts = ["Apple Beats Estimates", "$AAPL"]
     assert tok.encode(texts) == tok.library_encode(texts) != BatchTokenizer(TOKENIZER, 128).encode(texts)
+
+
+def test_padding_puts_each_row_s_ids_first_then_zeros() -> None:
+    ids = [[101, 7, 102], [101, 102], [101, 5, 6, 7, 8, 102], [101, 9, 102]]
+    input_ids, mask = BatchTokenizer.pad(ids)
+    assert input_ids.dtype == mask.dtype == "int64" and input_ids.shape == mask.shape == (4, 6)
+    for row, seq in enumerate(ids):
+        assert input_ids[row].tolist() == seq + [0] * (6 - len(seq))
+        assert mask[row].tolist() == [1] * len(seq) + [0] * (6 - len(seq))

@@ -112,8 +112,8 @@ class FailsOn:
         self.version = classifier.version
         self.calls = 0
 
-    def encode(self, texts):  # type: ignore[no-untyped-def]
-        return self.classifier.encode(texts)
+    def encode(self, texts, words_to=None):  # type: ignore[no-untyped-def]
+        return self.classifier.encode(texts, words_to)
 
     def score_encoded(self, encoded):  # type: ignore[no-untyped-def]
         self.calls += 1

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from workers.pipeline.stories import author_key, content_words, story_id
+from config.settings import DEFAULT_MODEL_DIR
+from models.classifier import ZeroCostClassifier
+from models.dataset import TOPIC_DIR, read_labelled_csv
+from workers.pipeline.stories import author_key, content_words, story_id, story_id_of_words
 
 BASE = "$XYZ is collapsing, accounting fraud everywhere, sell everything before it goes to zero"
 
@@ -45,20 +48,21 @@ def test_author_keys_are_per_source_and_ignore_case() -> None:
     assert author_key(None, "reuters") is None and author_key("", "reuters") is None
 
 
-def test_stopping_early_reads_the_same_words_as_the_whole_text() -> None:
-    # story_id scans the first FIRST_CHUNK characters (cut at a space) and goes on only when they hold
-    # too few words; the words it gets must be the first words of a scan of the whole text.
-    texts = [
-        BASE,
-        "RT @a: " + BASE,  # "rt" is dropped, so one more word is needed
-        "rt rt " + BASE,
-        "a " * 40 + BASE,  # one-letter tokens: no words in the first chunk
-        "x" * 70 + " " + BASE,  # no space in the first chunk
-        "Shares of $XYZ2024 fell 3% in q3 after www.example.com/report9 said margins dropped sharply again",
-        "word " * 12 + "tail12 " + "more words here",  # the cut falls inside a run of words
+def test_the_worker_s_story_ids_are_those_of_the_texts_on_their_own() -> None:
+    # The worker takes a text's words from its tokenizer's pass (the served model's, a batch at a time);
+    # story_id tokenizes one text with the shipped tokenizer. Both must give every text the same story.
+    texts = [ex.text for ex in read_labelled_csv(TOPIC_DIR / "train.csv", "topic")][:3000]
+    texts += [
+        BASE, "RT @a: " + BASE, "rt rt " + BASE, "a " * 40 + BASE, "x" * 70 + " " + BASE,
         "Wall  Street\tcloses\nlower as   bond yields climb for a third straight session on inflation fears",
+        "$TSLA 🚀🚀🚀 to the moon, diamond hands 💎🙌 #TSLA", "Café owners' shares — up 5% [CLS] again",
+        "&amp; &lt;b&gt;Profit&lt;/b&gt; warning at ACME&#39;s unit", "\u00a0spaces\u2003of\u3000other kinds",
     ]
-    for text in texts:
-        early = content_words(text, 8)
-        whole = content_words(text)
-        assert early == whole[: len(early)] and len(early) >= min(8, len(whole)), text
+    encoded = ZeroCostClassifier(DEFAULT_MODEL_DIR).encode(texts, story_id_of_words)
+    assert encoded.from_words == [story_id(t) for t in texts]
+
+
+def test_names_after_a_sign_are_not_story_words() -> None:
+    assert content_words("RT @jim_cramer_2: $BRK.B and #sell_now_pls, says @x trader") == ["and", "says", "trader"]
+    assert content_words("it's covid-19 q3 5.2bn A I'm") == ["it", "covid"]
+    assert content_words("Café résumé 🚀") == ["cafe", "resume", "rocket"]
