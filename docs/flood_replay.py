@@ -68,7 +68,7 @@ def main() -> int:
                 messages.append({"id": f"f-{minute}-{i}", "source": "twitter", "text": flood_text(rng, account),
                                  "author": account,
                                  "published_at": (start + timedelta(minutes=minute, seconds=i * 0.6)).isoformat()})
-    rng.shuffle(messages)
+    messages.sort(key=lambda m: m["published_at"])  # as a feed delivers them: in time order, flood interleaved
     raws = [RawMessage("social", json.dumps(m).encode(), "replay", 0, i) for i, m in enumerate(messages)]
     accepted, dead = stages.decode(raws, datetime.now(timezone.utc))  # a few training tweets are dead letters
 
@@ -85,12 +85,12 @@ def main() -> int:
            "FINSENTRY_WEBHOOK_ALLOW_HTTP": "true", "FINSENTRY_WEBHOOK_ALLOW_PRIVATE": "true",
            "FINSENTRY_ALLOWED_LATENESS_S": "60", "FINSENTRY_DETECT_INTERVAL_S": "0.5", "FINSENTRY_METRICS_PORT": "-1",
            "FINSENTRY_DATA_DIR": tempfile.mkdtemp(prefix="flood-")}
+    stored = "SELECT count(*) FROM classified_messages m WHERE m.kafka_topic = :t"
     started = time.monotonic()
     log = open(Path(env["FINSENTRY_DATA_DIR"]) / "worker.log", "w")
     worker = subprocess.Popen([sys.executable, "-m", "finsentry.cli", "worker", "--group", f"flood-{run}"], env=env,
                               stdout=subprocess.DEVNULL, stderr=log)
     try:
-        stored = "SELECT count(*) FROM classified_messages m WHERE m.kafka_topic = :t"
         wait_for(lambda: scalar(engine, stored, t=topics["FINSENTRY_SOCIAL_TOPIC"]) >= len(accepted), timeout_s=600,
                  what="every valid message stored")
         last_closed = start + timedelta(minutes=37)  # windows 38-39 stay open for the allowed lateness (60 s)
@@ -102,7 +102,11 @@ def main() -> int:
                  timeout_s=60, what="every delivery done")
     finally:
         worker.terminate()
-        worker.wait(30)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
         log.close()
         receiver.server.shutdown()
     with engine.connect() as conn:
@@ -115,7 +119,8 @@ def main() -> int:
     received = [{"type": p["type"], "dimension": p.get("dimension"), "key": p.get("key"), "severity": p.get("severity"),
                  "story": p.get("story"), "accounts": p.get("accounts")} for _, p in receiver.received]
     print(json.dumps({
-        "messages": len(messages), "stored": len(accepted), "dead_letters": len(dead), "flood_messages": 300,
+        "messages": len(messages), "stored": scalar(engine, stored, t=topics["FINSENTRY_SOCIAL_TOPIC"]),
+        "dead_letters": len(dead), "flood_messages": 300,
         "seconds": round(time.monotonic() - started, 1),
         "flood_stories": [[int(s), int(n)] for s, n in flood_stories],
         "alerts": [{"kind": k, "dimension": d, "key": key, "severity": sev, "status": st,

@@ -123,12 +123,14 @@ class WordPieceFastPath:
 
     @staticmethod
     def supports(config: dict[str, Any]) -> bool:
-        """True for the configuration this fast path reproduces (all-MiniLM-L6-v2's, BERT uncased)."""
+        """True for the configuration this fast path reproduces (all-MiniLM-L6-v2's, BERT uncased, every
+        option of its normaliser as there), so the words it hands over are the same for every such model."""
         normalizer, pre, model, post = (config.get(k) or {} for k in ("normalizer", "pre_tokenizer", "model",
                                                                        "post_processor"))
         single = [next(iter(item.values()))["id"] for item in post.get("single", [])]
         return (normalizer.get("type") == "BertNormalizer" and normalizer.get("lowercase") is True
-                and normalizer.get("strip_accents") in (None, True) and pre.get("type") == "BertPreTokenizer"
+                and normalizer.get("strip_accents") in (None, True) and normalizer.get("clean_text") is True
+                and normalizer.get("handle_chinese_chars") is True and pre.get("type") == "BertPreTokenizer"
                 and model.get("type") == "WordPiece" and post.get("type") == "TemplateProcessing"
                 and single == ["[CLS]", "A", "[SEP]"])
 
@@ -197,8 +199,8 @@ class BatchTokenizer:
                     ) -> tuple[list[list[int]], list[T] | None]:
         """Each text's ids, and, with `words_to`, what it makes of each text's pre-tokeniser words (at most
         WORDS_KEPT of them); None instead when this tokenizer is not the BERT kind those words are defined
-        on. `words_to` is called on each text's words as soon as the text is split: holding a batch's words
-        until its end cost 2-3 us a text more here (memory traffic)."""
+        on (`WordPieceFastPath.supports`). `words_to` is called on each text's words as soon as the text is
+        split: holding a batch's words until its end cost 2-3 us a text more here (memory traffic)."""
         normalized = [normalize_text(t) for t in texts]
         if self.fast is None:
             return self.library_encode(normalized), None

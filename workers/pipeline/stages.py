@@ -20,7 +20,7 @@ from models.tokenizing import Encoded
 from schemas.messages import Accepted, DeadLetter, NewsArticle, RawMessage, SocialPost
 from schemas.predictions import BatchScores
 from workers.pipeline.privacy import mask_pii
-from workers.pipeline.stories import author_key, story_id, story_id_of_words
+from workers.pipeline.stories import author_key, story_id_of_words, story_ids
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 EARLIEST = datetime(1980, 1, 1, tzinfo=timezone.utc)  # older publication times are input errors
@@ -179,8 +179,8 @@ def to_columns(accepted: list[Accepted], scores: BatchScores | None, encoded: En
     texts = [m.text for m in messages]
     if encoded is not None and encoded.from_words is not None and encoded.texts == texts:
         stories = encoded.from_words
-    else:
-        stories = [story_id(t) for t in texts]
+    else:  # a batch split by a model failure, or a served tokenizer unlike the shipped one
+        stories = story_ids(texts)
     return Columns(
         message_key=[f"{m.source}:{m.id}" for m in messages],
         kind=[r.kind for r in raws],

@@ -1,21 +1,23 @@
 """Story ids: exact and near duplicates of one text map to one story, by a pure function of the text.
 
 A text is reduced to its story words: the words the model's tokenizer splits it into (BERT's uncased
-pre-tokeniser on `normalize_text`'s output: HTML entities unescaped, links dropped, pictographs written as
-words, lower-cased, accents stripped, punctuation split off), keeping those of two or more letters and
-dropping a leading "rt" and every @mention, #hashtag and $cashtag (the word after the sign, and further
-words joined to it by "_"). Words with a digit are not words of letters, so numbers, prices and codes drop
+pre-tokeniser, as the shipped tokenizer configures it, on `normalize_text`'s output: HTML entities
+unescaped, links dropped, pictographs written as words, lower-cased, accents stripped, punctuation split
+off; the first `models.tokenizing.WORDS_KEPT` of them), keeping those of two or more letters and dropping a
+leading "rt" and every @mention, #hashtag and $cashtag (the word after the sign, and further words joined
+to it by "_"; the words carry no spaces, so "sold @ market" loses "market" too). Words with a digit are not words of letters, so numbers, prices and codes drop
 out. The story id is a 64-bit hash of the first `PREFIX_WORDS` story words when there are at least
 `LONG_TEXT_WORDS` of them (so a suffix, a trailing hashtag or a swapped ticker does not make a new story),
 else of all of them. The same text gets the same id in every worker, after a restart and in a replay,
 with no state to keep; copies of a story posted by a hundred outlets or accounts are one story.
 
 The worker does not read a text a second time for its story: the tokenizer calls `story_id_of_words` on
-the words it split the text into for the model (`BatchTokenizer.encode_with`); `story_id` does the same
-for one text with the shipped tokenizer.
+the words it split the text into for the model (`BatchTokenizer.encode_with`; only a tokenizer configured
+as the shipped one hands words over); `story_ids` does the same for texts with the shipped tokenizer.
 
 What it does not catch: a short text (under LONG_TEXT_WORDS story words) with an added real word or
-pictograph, and a copy with its first words changed. Detection caps each author's stories per window as
+pictograph, and a copy with its first words changed. Texts without a story word (only cashtags and
+numbers, say) share one story. Detection caps each author's stories per window as
 well (`workers/alerting/diversity.py`), so such variants from a few accounts still count little.
 """
 
@@ -25,7 +27,8 @@ import hashlib
 from functools import lru_cache
 
 from config.settings import DEFAULT_MODEL_DIR
-from models.tokenizing import BatchTokenizer
+from models.artifacts import TOKENIZER
+from models.tokenizing import WORDS_KEPT, BatchTokenizer
 
 PREFIX_WORDS = 6
 LONG_TEXT_WORDS = 8
@@ -42,6 +45,8 @@ def story_words(words: list[str]) -> list[str]:
             if in_name == 1:
                 if word.isalnum():
                     in_name = 2
+                    continue
+                if word == "_":  # a name that starts with "_"
                     continue
             elif word == "_":
                 in_name = 1
@@ -67,20 +72,25 @@ def story_id_of_words(words: list[str]) -> int:
 
 @lru_cache(maxsize=1)
 def _tokenizer() -> BatchTokenizer:
-    return BatchTokenizer(DEFAULT_MODEL_DIR / "tokenizer.json", 128)
+    return BatchTokenizer(DEFAULT_MODEL_DIR / TOKENIZER, WORDS_KEPT)  # the ids are not used, only the words
 
 
-def content_words(text: str) -> list[str]:
-    """The story words of one text (see `story_words`), read with the shipped tokenizer as the worker reads it."""
-    made = _tokenizer().encode_with([text], story_words)[1]
-    assert made is not None  # the shipped tokenizer is the BERT kind
-    return made[0]
+def story_ids(texts: list[str]) -> list[int]:
+    """The story ids of texts, read with the shipped tokenizer as the worker reads them."""
+    made = _tokenizer().encode_with(texts, story_id_of_words)[1]
+    assert made is not None  # the shipped tokenizer hands words over
+    return made
 
 
 def story_id(text: str) -> int:
     """A signed 64-bit id (Postgres bigint) of the text's story."""
-    made = _tokenizer().encode_with([text], story_id_of_words)[1]
-    assert made is not None  # the shipped tokenizer is the BERT kind
+    return story_ids([text])[0]
+
+
+def content_words(text: str) -> list[str]:
+    """The story words of one text (see `story_words`)."""
+    made = _tokenizer().encode_with([text], story_words)[1]
+    assert made is not None
     return made[0]
 
 

@@ -82,6 +82,14 @@ def test_a_tokenizer_of_another_kind_goes_to_the_library_alone(tmp_path) -> None
     assert tok.fast is None
     texts = ["Apple Beats Estimates", "$AAPL"]
     assert tok.encode(texts) == tok.library_encode(texts) != BatchTokenizer(TOKENIZER, 128).encode(texts)
+    assert tok.encode_with(texts, list)[1] is None  # its words are not the shipped tokenizer's: none handed over
+
+
+@pytest.mark.parametrize("option", ["clean_text", "handle_chinese_chars"])
+def test_a_normaliser_with_another_option_hands_no_words_over(option: str) -> None:
+    config = json.loads(TOKENIZER.read_text(encoding="utf-8"))
+    config["normalizer"][option] = False  # other words than the shipped tokenizer's for some texts
+    assert not WordPieceFastPath.supports(config)
 
 
 def test_padding_puts_each_row_s_ids_first_then_zeros() -> None:

@@ -12,6 +12,7 @@ from workers.pipeline.stages import (
     utc_from_micros,
     window_start,
 )
+from workers.pipeline.stories import story_id
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
 
@@ -123,13 +124,17 @@ class FailsOn:
 
 
 def test_a_model_failure_splits_the_batch_and_dead_letters_only_the_poison(classifier) -> None:  # type: ignore[no-untyped-def]
-    records = [raw(post(i, text=f"Shares of company {i} rise on strong demand")) for i in range(8)]
+    names = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+    records = [raw(post(i, text=f"Shares of {names[i]} rise on strong demand")) for i in range(8)]
     records[5] = raw(post(5, text="POISON"))
     accepted, _ = decode(records, NOW)
     scorer = FailsOn(classifier, "POISON", RuntimeError("CUDA out of memory"))
     columns, dead = classify(accepted, scorer)
     assert columns.message_key == [f"x:{i}" for i in range(8) if i != 5]
     assert len(columns.topic) == len(columns.sentiment_score) == 7
+    # the story ids after the split are the texts' own (the fallback path), one story per text
+    assert columns.story_id == [story_id(f"Shares of {names[i]} rise on strong demand") for i in range(8) if i != 5]
+    assert len(set(columns.story_id)) == 7
     assert len(dead) == 1 and dead[0].raw is records[5] and "out of memory" in dead[0].reason
     assert scorer.calls <= 2 * 3 + 1  # halving: about log2(8) failing levels, not one call per message
 

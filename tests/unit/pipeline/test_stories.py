@@ -66,3 +66,4 @@ def test_names_after_a_sign_are_not_story_words() -> None:
     assert content_words("RT @jim_cramer_2: $BRK.B and #sell_now_pls, says @x trader") == ["and", "says", "trader"]
     assert content_words("it's covid-19 q3 5.2bn A I'm") == ["it", "covid"]
     assert content_words("Café résumé 🚀") == ["cafe", "resume", "rocket"]
+    assert content_words("RT @_tom_hanks: loves it") == ["loves", "it"]
