@@ -167,8 +167,8 @@ class Columns:
 
 def to_columns(accepted: list[Accepted], scores: BatchScores | None, encoded: Encoded | None = None) -> Columns:
     """Messages and their scores -> columns. Labels come from the scores (the model that made them). The
-    story ids come from the story words the tokenizer kept when `encoded` is these messages' texts (a batch
-    that lost a message to a model failure is not), else from the texts."""
+    story ids are those the tokenizer's pass made (`encode`) when `encoded` is these messages' texts (a
+    batch that lost a message to a model failure is not), else they are read from the texts."""
     messages = [a.message for a in accepted]
     raws = [a.raw for a in accepted]
     if scores is None:  # nothing was scored

@@ -5,11 +5,12 @@ pre-tokeniser, as the shipped tokenizer configures it, on `normalize_text`'s out
 unescaped, links dropped, pictographs written as words, lower-cased, accents stripped, punctuation split
 off; the first `models.tokenizing.WORDS_KEPT` of them), keeping those of two or more letters and dropping a
 leading "rt" and every @mention, #hashtag and $cashtag (the word after the sign, and further words joined
-to it by "_"; the words carry no spaces, so "sold @ market" loses "market" too). Words with a digit are not words of letters, so numbers, prices and codes drop
-out. The story id is a 64-bit hash of the first `PREFIX_WORDS` story words when there are at least
-`LONG_TEXT_WORDS` of them (so a suffix, a trailing hashtag or a swapped ticker does not make a new story),
-else of all of them. The same text gets the same id in every worker, after a restart and in a replay,
-with no state to keep; copies of a story posted by a hundred outlets or accounts are one story.
+to it by "_"; the words carry no spaces, so "sold @ market" loses "market" too). Words with a digit are
+not words of letters, so numbers, prices and codes drop out. The story id is a 64-bit hash of the first
+`PREFIX_WORDS` story words when there are at least `LONG_TEXT_WORDS` of them (so a suffix, a trailing
+hashtag or a swapped ticker does not make a new story), else of all of them. The same text gets the same
+id in every worker, after a restart and in a replay, with no state to keep; copies of a story posted by a
+hundred outlets or accounts are one story.
 
 The worker does not read a text a second time for its story: the tokenizer calls `story_id_of_words` on
 the words it split the text into for the model (`BatchTokenizer.encode_with`; only a tokenizer configured
@@ -25,11 +26,13 @@ from __future__ import annotations
 
 import hashlib
 from functools import lru_cache
+from typing import Callable, TypeVar
 
 from config.settings import DEFAULT_MODEL_DIR
 from models.artifacts import TOKENIZER
 from models.tokenizing import WORDS_KEPT, BatchTokenizer
 
+T = TypeVar("T")
 PREFIX_WORDS = 6
 LONG_TEXT_WORDS = 8
 _SIGNS = frozenset("@#$")  # a mention, hashtag or cashtag: the next word (and "_" + word after it) is a name
@@ -75,11 +78,15 @@ def _tokenizer() -> BatchTokenizer:
     return BatchTokenizer(DEFAULT_MODEL_DIR / TOKENIZER, WORDS_KEPT)  # the ids are not used, only the words
 
 
-def story_ids(texts: list[str]) -> list[int]:
-    """The story ids of texts, read with the shipped tokenizer as the worker reads them."""
-    made = _tokenizer().encode_with(texts, story_id_of_words)[1]
+def _with_shipped_tokenizer(texts: list[str], words_to: Callable[[list[str]], T]) -> list[T]:
+    made = _tokenizer().encode_with(texts, words_to)[1]
     assert made is not None  # the shipped tokenizer hands words over
     return made
+
+
+def story_ids(texts: list[str]) -> list[int]:
+    """The story ids of texts, read with the shipped tokenizer as the worker reads them."""
+    return _with_shipped_tokenizer(texts, story_id_of_words)
 
 
 def story_id(text: str) -> int:
@@ -89,9 +96,7 @@ def story_id(text: str) -> int:
 
 def content_words(text: str) -> list[str]:
     """The story words of one text (see `story_words`)."""
-    made = _tokenizer().encode_with([text], story_words)[1]
-    assert made is not None
-    return made[0]
+    return _with_shipped_tokenizer([text], story_words)[0]
 
 
 def author_key(author: str | None, source: str) -> int | None:
