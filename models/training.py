@@ -242,12 +242,13 @@ def predict_logits(
 
 
 def evaluate_model_dir(model_dir: Path, dev: list[Example]) -> dict[str, Any]:
-    """Metrics of a saved model on a labelled split (for comparing champion and challenger)."""
+    """Metrics of a saved model on a labelled split (for comparing champion and challenger), with the texts it
+    got right in each class (`hits`) for the gate's paired test."""
     from models.artifacts import TOKENIZER, load_network
 
     network, meta, _ = load_network(model_dir)
     ids = BatchTokenizer(model_dir / TOKENIZER, meta.max_length).encode([ex.text for ex in dev])
-    report, _ = evaluate_split(network, dev, ids, torch.device("cpu"), meta.topics)
+    report, _ = evaluate_split(network, dev, ids, torch.device("cpu"), meta.topics, paired=True)
     return report
 
 
@@ -263,10 +264,13 @@ def behaviour_of_model_dir(model_dir: Path) -> dict[str, Any]:
 
 def evaluate_split(
     network: TwoHeadClassifier, dev: list[Example], ids: list[list[int]], device: torch.device,
-    topics: list[str],
+    topics: list[str], paired: bool = False,
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Metrics of each slice of a labelled split, with each head's temperature fitted on all its rows.
 
+    With `paired`, each slice also has a `digest` of its texts and labels and each class its `hits` (the
+    slice's positions of the texts of that class predicted right), so two models scored on the same split
+    can be compared text by text (`workers.lifecycle.registry.gate`).
     Returns (metrics by slice name, temperature by task).
     """
     topic_logits, sent_logits = predict_logits(network, ids, device)
@@ -280,7 +284,13 @@ def evaluate_split(
         slice_logits = logits[rows]
         if task not in temps:
             temps[task] = metrics.fit_temperature(slice_logits, y)
-        slice_report = metrics.classification_report(y, slice_logits.argmax(axis=1), names)
+        predicted = slice_logits.argmax(axis=1)
+        slice_report = metrics.classification_report(y, predicted, names)
+        if paired:
+            slice_report["digest"] = hashlib.blake2b("\n".join(f"{dev[i].label}\t{dev[i].text}" for i in rows).encode(),
+                                                     digest_size=16).hexdigest()
+            for index, label in enumerate(names):
+                slice_report["per_class"][label]["hits"] = np.flatnonzero((y == index) & (predicted == index)).tolist()
         slice_report["ece_before_scaling"] = metrics.expected_calibration_error(metrics.softmax(slice_logits), y)
         slice_report["ece"] = metrics.expected_calibration_error(metrics.softmax(slice_logits, temps[task]), y)
         slice_report["temperature"] = temps[task]

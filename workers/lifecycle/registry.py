@@ -8,6 +8,7 @@ learn of the change when, and only when, it has committed.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,20 @@ CHANNEL = "finsentry_model"
 MAX_RECALL_DROP = 0.02
 MAX_CAPABILITY_DROP = 0.02  # behavioural suite: pass rate points a challenger may lose on any capability
 MAX_SLICE_DROP = 0.01  # a slice's accuracy and macro-F1 may each fall by at most a point (a dev split's noise)
+CLASS_LOSS_ALPHA = 0.05  # a class's lost texts count only if chance would lose that many this rarely (sign test)
 
 
 class RegistryError(FinsentryError):
     """A registry operation that cannot be carried out (unknown version, nothing to roll back to)."""
 
     exit_code = 1
+
+
+def sign_test(lost: int, gained: int) -> float:
+    """One-sided exact sign test: the chance of losing at least `lost` of the `lost + gained` texts on which
+    two equally good models disagree (each disagreement a fair coin)."""
+    n = lost + gained
+    return sum(math.comb(n, k) for k in range(lost, n + 1)) / 2 ** n if n else 1.0
 
 
 @dataclass(frozen=True)
@@ -40,7 +49,8 @@ class GateResult:
 
 def gate(challenger: dict[str, Any], champion: dict[str, Any], max_recall_drop: float = MAX_RECALL_DROP,
          challenger_behaviour: dict[str, float] | None = None, champion_behaviour: dict[str, float] | None = None,
-         max_capability_drop: float = MAX_CAPABILITY_DROP, max_slice_drop: float = MAX_SLICE_DROP) -> GateResult:
+         max_capability_drop: float = MAX_CAPABILITY_DROP, max_slice_drop: float = MAX_SLICE_DROP,
+         class_loss_alpha: float = CLASS_LOSS_ALPHA) -> GateResult:
     """Promote only if no slice's accuracy or macro-F1 falls by more than `max_slice_drop`, no class is handled worse,
     and no capability of the behavioural suite loses more than `max_capability_drop` of its pass rate.
 
@@ -50,8 +60,12 @@ def gate(challenger: dict[str, Any], champion: dict[str, Any], max_recall_drop: 
     limit (or one text of its support, whichever is more: on a small slice one text moves recall by several
     points) and its F1 falls by more than that too: a class's recall may be traded for its precision (a
     champion that labels most texts of a slice neutral has a high neutral recall there, and a challenger
-    that stops doing so loses it), but not lost. The behaviour arguments are {capability: pass rate} of
-    both models on the suite's test half (`models.behaviour`).
+    that stops doing so loses it), but not lost. Where both reports name the texts each model got right
+    (`hits`, from `evaluate_model_dir` on the same set: equal `digest`), the loss must also be more than
+    chance: the texts only the champion got right against those only the challenger got right, an exact
+    one-sided sign test at `class_loss_alpha` (on a class of 30 texts, 4 lost and 1 gained is p = 0.19;
+    8 lost and 1 gained, p = 0.02). The behaviour arguments are {capability: pass rate} of both models on
+    the suite's test half (`models.behaviour`).
     """
     failures: list[str] = []
     summary: list[str] = []
@@ -67,21 +81,31 @@ def gate(challenger: dict[str, Any], champion: dict[str, Any], max_recall_drop: 
         for figure, words in (("accuracy", "accuracy"), ("macro_f1", "macro-F1")):
             if figure in old and figure in new and old[figure] - new[figure] > max_slice_drop + 1e-9:
                 failures.append(f"{name} {words} fell from {old[figure]:.4f} to {new[figure]:.4f}")
+        paired = old.get("digest") is not None and old.get("digest") == new.get("digest")
         for label, old_class in old["per_class"].items():
             new_class = new["per_class"][label]
             drop = old_class["recall"] - new_class["recall"]
             allowed = max(max_recall_drop, 1 / old_class["support"]) if old_class.get("support") else max_recall_drop
             f1_drop = old_class["f1"] - new_class["f1"] if "f1" in old_class and "f1" in new_class else drop
-            if drop > allowed + 1e-9 and f1_drop > allowed + 1e-9:
-                failures.append(f"{name} recall of {label!r} fell by {drop * 100:.1f} points "
-                                f"({old_class['recall']:.4f} to {new_class['recall']:.4f}), and its F1 by "
-                                f"{f1_drop * 100:.1f}")
+            if drop <= allowed + 1e-9 or f1_drop <= allowed + 1e-9:
+                continue
+            finding = (f"{name} recall of {label!r} fell by {drop * 100:.1f} points ({old_class['recall']:.4f} to "
+                       f"{new_class['recall']:.4f}), and its F1 by {f1_drop * 100:.1f}")
+            if paired and "hits" in old_class and "hits" in new_class:
+                lost = len(set(old_class["hits"]) - set(new_class["hits"]))
+                gained = len(set(new_class["hits"]) - set(old_class["hits"]))
+                p = sign_test(lost, gained)
+                finding += f" ({lost} texts lost, {gained} gained: p = {p:.3f})"
+                if p >= class_loss_alpha:
+                    summary.append(f"within chance: {finding}")
+                    continue
+            failures.append(finding)
     if failures:
         return GateResult(False, "; ".join(failures))
-    return GateResult(True, "; ".join(summary) + f"; no slice's accuracy or macro-F1 fell by more than {max_slice_drop * 100:g} "
-                      f"point, no class's recall and F1 both fell by more than {max_recall_drop * 100:g} points (or "
-                      f"one text of a small class), no capability fell by more than {max_capability_drop * 100:g} "
-                      "points")
+    return GateResult(True, "; ".join(summary) + f"; no slice's accuracy or macro-F1 fell by more than "
+                      f"{max_slice_drop * 100:g} point, no class's recall and F1 both fell by more than "
+                      f"{max_recall_drop * 100:g} points (or one text of a small class) beyond chance, no capability "
+                      f"fell by more than {max_capability_drop * 100:g} points")
 
 
 def champion_row(conn: Connection) -> Any:

@@ -10,7 +10,7 @@ import pytest
 from models.dataset import Example, topic_names
 from models.training import merge_corrections
 from workers.lifecycle.drift import js_divergence
-from workers.lifecycle.registry import gate
+from workers.lifecycle.registry import gate, sign_test
 from workers.lifecycle.retrain import LabelError, read_corrections, split_corrections
 
 
@@ -125,6 +125,37 @@ def test_gate_allows_one_texts_worth_of_recall_on_a_small_class() -> None:
     assert gate({"s": with_support(0.9, 1 - 1 / 34, 34)}, {"s": with_support(0.9, 1.0, 34)}).promote
     assert not gate({"s": with_support(0.9, 1 - 2 / 34, 34)}, {"s": with_support(0.9, 1.0, 34)}).promote
     assert not gate({"s": with_support(0.9, 0.97, 400)}, {"s": with_support(0.9, 1.0, 400)}).promote
+
+
+def paired(hits: list[int], support: int = 30, digest: str = "same set") -> dict[str, Any]:
+    """A slice of one class whose report names the texts got right (as `evaluate_model_dir` writes it)."""
+    recall = round(len(hits) / support, 4)
+    return {"s": {"macro_f1": 0.9, "digest": digest,
+                  "per_class": {"company": {"recall": recall, "f1": recall, "support": support, "hits": hits}}}}
+
+
+def test_gate_counts_a_small_class_loss_only_when_chance_would_rarely_lose_that_many() -> None:
+    champion = paired(list(range(22)))  # 22 of 30 right
+    # Three texts fewer, from 4 lost and 1 gained: two equal models disagree like that one time in five.
+    shuffled = gate(paired([*range(4, 22), 25]), champion)
+    assert shuffled.promote, shuffled.reason
+    assert "within chance: s recall of 'company' fell by 10.0 points" in shuffled.reason
+    assert "(4 texts lost, 1 gained: p = 0.188)" in shuffled.reason
+    # Seven fewer, from 8 lost and 1 gained: p = 0.020, a class handled worse.
+    worse = gate(paired([*range(8, 22), 25]), champion)
+    assert not worse.promote
+    assert worse.reason == ("s recall of 'company' fell by 23.3 points (0.7333 to 0.5000), and its F1 by 23.3 "
+                            "(8 texts lost, 1 gained: p = 0.020)")
+    # Reports of different sets cannot be paired: the plain rule (two texts of 30 is more than one) refuses.
+    unpaired = gate(paired([*range(4, 22), 25], digest="another set"), champion)
+    assert not unpaired.promote and "texts lost" not in unpaired.reason
+
+
+def test_sign_test_is_the_binomial_tail() -> None:
+    assert sign_test(0, 0) == 1.0
+    assert sign_test(5, 0) == pytest.approx(1 / 32)
+    assert sign_test(4, 1) == pytest.approx(6 / 32)
+    assert sign_test(1, 4) == pytest.approx(31 / 32)
 
 
 BEHAVIOUR = {"direction": 0.93, "negation": 0.91, "slang": 0.95}
