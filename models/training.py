@@ -28,7 +28,7 @@ from tqdm import tqdm
 from transformers import BertConfig
 
 from models import augment, behaviour, metrics
-from models.artifacts import ModelMeta, save_artifact
+from models.artifacts import ModelMeta, save_artifact, version_of
 from models.dataset import (
     DEFAULT_SOURCES,
     Example,
@@ -478,6 +478,7 @@ def model_card(
 ) -> str:
     domains = ["tweets", *(["news"] if any(s.startswith("finentity") for s in config.sources) else []),
                *(["traders"] if {"surge", "pooja", "taborda"} & set(config.sources) else [])]
+    start = f"the weights of {version_of(Path(config.init_dir))} (a warm start)" if config.init_dir else "all-MiniLM-L6-v2"
     augmentation = [*(["direction-flipped copies of polar training sentences (counterfactuals)"]
                       if config.counterfactuals else []),
                     *(["the behavioural suite's train half (templates)"] if config.templates else [])]
@@ -501,7 +502,7 @@ def model_card(
         *[f"| {name} | {digest} |" for name, digest in data_hashes.items()],
         "",
         "## Recipe",
-        "Joint fine-tuning of both heads from all-MiniLM-L6-v2 on mixed, length-bucketed batches (the head",
+        f"Joint fine-tuning of both heads from {start} on mixed, length-bucketed batches (the head",
         "without a label is masked), sqrt-inverse-frequency class weights, label smoothing, AdamW with",
         "linear warm-up and decay, gradient clipping at 1.0, bf16 autocast where the hardware has it. Text is",
         "normalised the same way in training and serving (`models.text.normalize_text`: HTML entities",
@@ -513,6 +514,9 @@ def model_card(
         json.dumps(asdict(config), indent=2),
         "```",
     ]
+    if config.teacher_dir:
+        teachers = ", ".join(version_of(Path(d)) for d in config.teacher_dir.split(","))
+        lines += [f"The soft labels of {teachers} fill in each text's missing head.", ""]
     if teacher:
         teacher_f1 = ", ".join(f"{name} {report_['macro_f1']}" for name, report_ in teacher.metrics.items())
         lines += [
