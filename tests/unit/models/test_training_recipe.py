@@ -10,7 +10,7 @@ import pytest
 
 from models.artifacts import DEFAULT_MODEL_DIR, verify_artifact
 from models.dataset import Example
-from models.training import TrainConfig, loss_weights, model_card, train
+from models.training import TrainConfig, loss_weights, model_card, teacher_folders, train
 
 
 def test_a_two_stage_run_distils_its_own_teacher_and_reports_each_domain(
@@ -36,13 +36,17 @@ def test_a_two_stage_run_distils_its_own_teacher_and_reports_each_domain(
     assert list(scratch.iterdir()) == []  # the teacher's folder is gone
 
 
-def test_a_warm_start_s_card_names_the_model_it_started_from_and_its_teacher() -> None:
+def test_a_warm_start_s_card_names_the_model_it_started_from_and_its_teachers() -> None:
+    """The names are read when training starts (`train`); the teacher list is parsed as `_teacher_probs` does."""
     shipped = verify_artifact(DEFAULT_MODEL_DIR)
-    config = TrainConfig(init_dir=str(DEFAULT_MODEL_DIR), teacher_dir=str(DEFAULT_MODEL_DIR))
-    card = model_card(config, {}, {}, n_train=10, n_dev=5, device="cpu", seconds=1.0)
+    config = TrainConfig(init_dir=str(DEFAULT_MODEL_DIR), teacher_dir=f"{DEFAULT_MODEL_DIR}, {DEFAULT_MODEL_DIR},")
+    assert teacher_folders(config) == [DEFAULT_MODEL_DIR, DEFAULT_MODEL_DIR]
+    card = model_card(config, {}, {}, n_train=10, n_dev=5, device="cpu", seconds=1.0,
+                      start=f"the weights of {shipped} (a warm start)", teachers=[shipped])
     assert f"from the weights of {shipped} (a warm start)" in card
     assert f"The soft labels of {shipped} fill in each text's missing head." in card
-    assert "from all-MiniLM-L6-v2" in model_card(TrainConfig(), {}, {}, n_train=10, n_dev=5, device="cpu", seconds=1.0)
+    plain = model_card(TrainConfig(), {}, {}, n_train=10, n_dev=5, device="cpu", seconds=1.0)
+    assert "from all-MiniLM-L6-v2" in plain and "soft labels of" not in plain
 
 
 def test_template_and_trader_examples_weigh_what_the_recipe_says() -> None:
