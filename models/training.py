@@ -295,10 +295,11 @@ def evaluate_split(
         predicted = slice_logits.argmax(axis=1)
         slice_report = metrics.classification_report(y, predicted, names)
         if paired:
-            slice_report["digest"] = hashlib.blake2b("\n".join(f"{dev[i].label}\t{dev[i].text}" for i in rows).encode(),
-                                                     digest_size=16).hexdigest()
+            labelled = "\n".join(f"{dev[i].label}\t{dev[i].text}" for i in rows)
+            slice_report["digest"] = hashlib.blake2b(labelled.encode(), digest_size=16).hexdigest()
             for index, label in enumerate(names):
-                slice_report["per_class"][label]["hits"] = np.flatnonzero((y == index) & (predicted == index)).tolist()
+                hits = np.flatnonzero((y == index) & (predicted == index))
+                slice_report["per_class"][label]["hits"] = hits.tolist()
         slice_report["ece_before_scaling"] = metrics.expected_calibration_error(metrics.softmax(slice_logits), y)
         slice_report["ece"] = metrics.expected_calibration_error(metrics.softmax(slice_logits, temps[task]), y)
         slice_report["temperature"] = temps[task]

@@ -92,13 +92,13 @@ def gate(challenger: dict[str, Any], champion: dict[str, Any], max_recall_drop: 
         for label, old_class in old["per_class"].items():
             new_class = new["per_class"][label]
             drop = old_class["recall"] - new_class["recall"]
-            allowed = max(max_recall_drop, 1 / old_class["support"]) if old_class.get("support") else max_recall_drop
+            support = old_class.get("support", 0)
+            allowed = max(max_recall_drop, 1 / support) if support else max_recall_drop
             f1_drop = old_class["f1"] - new_class["f1"] if "f1" in old_class and "f1" in new_class else drop
             if drop <= allowed + 1e-9 or f1_drop <= allowed + 1e-9:
                 continue
             finding = (f"{name} recall of {label!r} fell by {drop * 100:.1f} points ({old_class['recall']:.4f} to "
                        f"{new_class['recall']:.4f}), and its F1 by {f1_drop * 100:.1f}")
-            support = old_class.get("support", 0)
             if paired and "hits" in old_class and "hits" in new_class and 0 < support < SMALL_CLASS:
                 lost = len(set(old_class["hits"]) - set(new_class["hits"]))
                 gained = len(set(new_class["hits"]) - set(old_class["hits"]))

@@ -175,7 +175,8 @@ def test_drift_brings_training_forward_and_the_gate_rejects_a_worse_challenger(o
     assert check["topic_js"] == pytest.approx(1.0) and check["confidence_drop"] == pytest.approx(0.4)
     assert row["status"] == "rejected"
     assert "macro-F1 fell" in row["reason"] and "recall of" in row["reason"]
-    # Both models were scored on the same texts, so a class's loss was weighed text by text (a sign test).
+    # Both reports carry the digest of the texts they were scored on (the gate pairs them only if equal), and a
+    # class's loss was weighed text by text (a sign test).
     frozen = row["evaluation"]["frozen_set"]
     for name, report in frozen["champion_metrics"].items():
         assert report["digest"] == frozen["challenger_metrics"][name]["digest"], name
