@@ -2,7 +2,7 @@
 Postgres) into the dead-letter topic and the database.
 
 At least 10,000 records (FUZZ_LIVE_RECORDS, default 12,000) from the same generator as part 1, produced
-to the news and social topics, consumed by a worker with the shipped model (int8 on the CPU;
+to the news and social topics, consumed by a worker with the shipped model (fp32 on the CPU;
 FUZZ_LIVE_MODEL=zero-cost swaps in the zero-cost model: the real tokeniser, sorting and padding, no
 forward pass). Then:
 - the worker never fails, and consumes every record;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import zlib
 from typing import Any
@@ -14,10 +15,20 @@ from schemas.errors import RetryableError
 from schemas.messages import DeadLetter
 from workers.pipeline.stages import Touched
 
+# librdkafka's own log lines (connection errors, shutdown notices) go through Python logging like every
+# other line, so that under FINSENTRY_LOG_FORMAT=json each is a JSON object; left alone, librdkafka writes
+# them straight to stderr. They reach the logger when the client is polled.
+LIBRDKAFKA_LOGGER = logging.getLogger("librdkafka")
+
+
+def client_config(bootstrap: str) -> dict[str, Any]:
+    """What every confluent-kafka client here is given: the broker, and the logger for librdkafka's lines."""
+    return {"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOGGER}
+
 
 def consumer_config(bootstrap: str, group_id: str) -> dict[str, Any]:
     return {
-        "bootstrap.servers": bootstrap,
+        **client_config(bootstrap),
         "group.id": group_id,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
@@ -28,12 +39,12 @@ def consumer_config(bootstrap: str, group_id: str) -> dict[str, Any]:
 
 
 def producer_config(bootstrap: str) -> dict[str, Any]:
-    return {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5, "batch.num.messages": 10_000}
+    return {**client_config(bootstrap), "acks": "all", "linger.ms": 5, "batch.num.messages": 10_000}
 
 
 def ensure_topics(bootstrap: str, topics: list[str], partitions: int, timeout_s: float = 15.0) -> None:
     """Create missing topics; existing ones are left as they are."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     missing = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
     if not missing:

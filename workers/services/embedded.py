@@ -28,6 +28,7 @@ from typing import IO
 from confluent_kafka.admin import AdminClient
 
 from config.settings import Settings
+from workers.ingest.kafka_io import client_config
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def broker_answers(bootstrap: str) -> bool:
     host, port = bootstrap.rsplit(":", 1)
     try:
         socket.create_connection((host, int(port)), timeout=0.5).close()
-        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=2.0)
+        AdminClient(client_config(bootstrap)).list_topics(timeout=2.0)
         return True
     except Exception:  # noqa: BLE001 - not (yet) a broker there
         return False

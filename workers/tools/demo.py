@@ -27,7 +27,7 @@ from models.classifier import Classifier
 from models.dataset import SENTIMENT_DIR, TOPIC_DIR, read_labelled_csv
 from schemas.tables import alert_deliveries, alerts, classified_messages, trend_windows
 from workers.alerting.receiver import WebhookReceiver
-from workers.ingest.kafka_io import ensure_topics
+from workers.ingest.kafka_io import client_config, ensure_topics
 from workers.ingest.processes import start_detector, stop_child
 from workers.ingest.worker import Worker
 from workers.services.db import make_engine, migrate
@@ -151,7 +151,7 @@ def run_demo(settings: Settings, classifier: Classifier, timeout_s: float = 420.
 def _count_records(bootstrap: str, topic: str, expected: int, timeout_s: float = 20.0) -> int:
     """Records on the alerts topic, read from the start of every partition (until `expected` or the
     timeout). Partitions are assigned, not joined as a group: nothing to rebalance, nothing committed."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-reader", "enable.auto.commit": False})
+    consumer = Consumer({**client_config(bootstrap), "group.id": f"{topic}-reader", "enable.auto.commit": False})
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     count, deadline = 0, time.monotonic() + timeout_s

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 
 from tests.integration.helpers import (
     T0,
@@ -22,8 +24,10 @@ from tests.integration.helpers import (
     setup_topics,
     wait_for,
 )
+from workers.ingest.kafka_io import LIBRDKAFKA_LOGGER, producer_config
 from workers.ingest.observability import WorkerMetrics
 from workers.observability import Health, JsonFormatter, ObservabilityServer
+from workers.services.embedded import free_port
 from workers.tools.report import parse_since, write_report
 
 pytestmark = pytest.mark.integration
@@ -96,3 +100,28 @@ def test_json_logs_keep_extra_fields(capsys: Any) -> None:
     line = json.loads(capsys.readouterr().err.strip())
     assert line["message"] == "batch stored" and line["message_id"] == "x:1" and line["model_version"] == "fs-abc"
     assert line["level"] == "WARNING"
+
+
+
+def test_librdkafka_lines_go_through_python_logging_as_json(capfd: Any) -> None:
+    """A producer pointed at a closed port: librdkafka's connection errors reach the `librdkafka` logger, one
+    JSON object a line under the JSON formatter, and none goes to stderr around it."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    LIBRDKAFKA_LOGGER.addHandler(handler)
+    err = ""
+    try:
+        producer = Producer(producer_config(f"127.0.0.1:{free_port()}"))
+        producer.produce("nowhere", b"x")
+        deadline = time.monotonic() + 10
+        while "librdkafka" not in err and time.monotonic() < deadline:
+            producer.poll(0.2)
+            err += capfd.readouterr().err
+        producer.purge()
+        producer.flush(1)
+        del producer
+        err += capfd.readouterr().err
+    finally:
+        LIBRDKAFKA_LOGGER.removeHandler(handler)
+    lines = [json.loads(line) for line in err.splitlines() if line.strip()]  # a raw librdkafka line fails here
+    assert any(line["logger"] == "librdkafka" and "Connect" in line["message"] for line in lines), err

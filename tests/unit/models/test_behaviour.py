@@ -80,11 +80,11 @@ def shipped_report(classifier: Classifier) -> dict[str, dict[str, object]]:
     return behaviour_report(score, failures=5)
 
 
-# Issue 22's target is not met yet on four capabilities: the shipped default (fs-b34551927eeb, a warm start
+# Issue 22's target is not met yet on two capabilities: the shipped default (fs-b34551927eeb, a warm start
 # from fs-a0cb45f9748b that passed the promotion gate on 2026-12-07) is under 0.90 on these as served on a CPU
-# (int8; docs/model.md has its figures). strict: the day a shipped model meets a capability's target, that
+# (fp32; docs/model.md has its figures). strict: the day a shipped model meets a capability's target, that
 # case fails as XPASS and its entry here must go.
-UNMET = {"direction", "negation", "register", "events"}
+UNMET = {"negation", "events"}
 
 
 @pytest.mark.parametrize("capability", [
