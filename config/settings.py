@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     device: str = "auto"
     """`auto`, `cpu` or `cuda`."""
     precision: str = "auto"
-    """`auto` (fp16 on a GPU, fp32 on a CPU), `fp32`, `fp16`, `bf16` or `int8` (CPU only)."""
+    """`auto` (fp16 on a GPU, fp32 on a CPU), `fp32`, `fp16`, `bf16` or `int8` (CPU: faster, changes labels)."""
 
     trend_series: str = "live"
     """Trend version written; the demo and backfills write their own, which the analysts' views leave out."""

@@ -30,8 +30,8 @@ def resolve_device(name: str) -> torch.device:
 def resolve_precision(precision: str, device: torch.device) -> str:
     """"auto" is fp16 on a GPU and fp32 on a CPU: what the promotion gate measured is what is served.
 
-    int8 (dynamic quantisation of the linear layers) stays a choice for CPU throughput (about 1.4x fp32 on
-    short texts), but it costs the labels: its activations get one scale per forward batch, and the
+    int8 (dynamic quantisation of the linear layers) stays a choice for CPU throughput (1.3-1.6x fp32's forward
+    pass on short texts), but it costs the labels: its activations get one scale per forward batch, and the
     feed-forward layers' outliers leave the rest little resolution. On the shipped model, int8 against fp32
     on the same dev splits and behavioural suite: news sentiment accuracy 0.874 vs 0.898, events 0.61 vs
     0.70, direction 0.875 vs 0.908 (docs/model.md, "Serving precision on a CPU").

@@ -15,9 +15,10 @@ from schemas.errors import RetryableError
 from schemas.messages import DeadLetter
 from workers.pipeline.stages import Touched
 
-# librdkafka's own log lines (connection errors, shutdown notices) go through Python logging like every
-# other line, so that under FINSENTRY_LOG_FORMAT=json each is a JSON object; left alone, librdkafka writes
-# them straight to stderr. They reach the logger when the client is polled.
+# librdkafka's own log lines (connection errors, say) go through Python logging like every other line, so
+# that under FINSENTRY_LOG_FORMAT=json each is a JSON object; left alone, librdkafka writes them straight to
+# stderr. A line reaches the logger when its client is polled; one written after a client's last poll (at
+# its close) is dropped.
 LIBRDKAFKA_LOGGER = logging.getLogger("librdkafka")
 
 
@@ -45,6 +46,13 @@ def producer_config(bootstrap: str) -> dict[str, Any]:
 def ensure_topics(bootstrap: str, topics: list[str], partitions: int, timeout_s: float = 15.0) -> None:
     """Create missing topics; existing ones are left as they are."""
     admin = AdminClient(client_config(bootstrap))
+    try:
+        _create_missing(admin, topics, partitions, timeout_s)
+    finally:
+        admin.poll(0)  # hands librdkafka's lines from these calls (a broker that is down, say) to the logger
+
+
+def _create_missing(admin: AdminClient, topics: list[str], partitions: int, timeout_s: float) -> None:
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     missing = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
     if not missing:

@@ -282,7 +282,12 @@ def measure_cpu(settings: Settings, engine: Engine, bootstrap: str, database_url
 
     try:
         _wait(lambda: ready(port), 180)
-        writer = [p for p in children(worker.pid) if "spawn_main" in cmdline(p)]  # not the resource tracker
+
+        def writers() -> list[int]:
+            return [p for p in children(worker.pid) if "spawn_main" in cmdline(p)]  # not the resource tracker
+
+        _wait(lambda: bool(writers()), 30)
+        writer = writers()
         broker_port = int(bootstrap.split(",")[0].rsplit(":", 1)[1])
         broker = listening_pid(broker_port)
         pids = {"worker": [worker.pid], "writer": writer, "broker": [broker] if broker else []}

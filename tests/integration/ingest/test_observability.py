@@ -6,6 +6,8 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from tests.integration.helpers import (
     setup_topics,
     wait_for,
 )
-from workers.ingest.kafka_io import LIBRDKAFKA_LOGGER, producer_config
+from workers.ingest.kafka_io import LIBRDKAFKA_LOGGER, ensure_topics, producer_config
 from workers.ingest.observability import WorkerMetrics
 from workers.observability import Health, JsonFormatter, ObservabilityServer
 from workers.services.embedded import free_port
@@ -102,26 +104,48 @@ def test_json_logs_keep_extra_fields(capsys: Any) -> None:
     assert line["level"] == "WARNING"
 
 
+@contextmanager
+def librdkafka_json_lines(capfd: Any) -> Iterator[list[str]]:
+    """librdkafka's logger alone (not propagated) under the JSON formatter; yields the stderr text read so far,
+    appended to by `read`, and reads what is left at the end."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    LIBRDKAFKA_LOGGER.addHandler(handler)
+    LIBRDKAFKA_LOGGER.propagate = False
+    captured: list[str] = []
+    try:
+        yield captured
+        captured.append(capfd.readouterr().err)
+    finally:
+        LIBRDKAFKA_LOGGER.removeHandler(handler)
+        LIBRDKAFKA_LOGGER.propagate = True
+
+
+def assert_json_connection_errors(err: str) -> None:
+    lines = [json.loads(line) for line in err.splitlines() if line.strip()]  # a raw librdkafka line fails here
+    assert any(line["logger"] == "librdkafka" and "Connect" in line["message"] for line in lines), err
+
 
 def test_librdkafka_lines_go_through_python_logging_as_json(capfd: Any) -> None:
     """A producer pointed at a closed port: librdkafka's connection errors reach the `librdkafka` logger, one
     JSON object a line under the JSON formatter, and none goes to stderr around it."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
-    LIBRDKAFKA_LOGGER.addHandler(handler)
-    err = ""
-    try:
+    with librdkafka_json_lines(capfd) as captured:
         producer = Producer(producer_config(f"127.0.0.1:{free_port()}"))
         producer.produce("nowhere", b"x")
         deadline = time.monotonic() + 10
-        while "librdkafka" not in err and time.monotonic() < deadline:
+        while "librdkafka" not in "".join(captured) and time.monotonic() < deadline:
             producer.poll(0.2)
-            err += capfd.readouterr().err
+            captured.append(capfd.readouterr().err)
         producer.purge()
         producer.flush(1)
         del producer
-        err += capfd.readouterr().err
-    finally:
-        LIBRDKAFKA_LOGGER.removeHandler(handler)
-    lines = [json.loads(line) for line in err.splitlines() if line.strip()]  # a raw librdkafka line fails here
-    assert any(line["logger"] == "librdkafka" and "Connect" in line["message"] for line in lines), err
+    assert_json_connection_errors("".join(captured))
+
+
+def test_topic_creation_hands_its_librdkafka_lines_to_the_logger(capfd: Any) -> None:
+    """`ensure_topics` against a closed port fails, and the admin client's connection errors reach the
+    logger as JSON on the way out."""
+    with librdkafka_json_lines(capfd) as captured:
+        with pytest.raises(Exception):  # noqa: B017 - whichever error confluent-kafka gives for no broker
+            ensure_topics(f"127.0.0.1:{free_port()}", ["nowhere"], 1, timeout_s=2)
+    assert_json_connection_errors("".join(captured))

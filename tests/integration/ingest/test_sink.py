@@ -102,8 +102,8 @@ def test_two_writers_on_the_same_windows_add_up_exactly_once(engine, classifier,
         t.join(120)
     assert errors == []
     assert sum(inserted) == 200
-    # Every stored message counted once (a model's scores can vary a little with the batch (int8 does), so
-    # the reference is built from the rows as stored).
+    # Every stored message counted once. A model's scores can vary a little with the batch it is in (int8's
+    # do), so the reference is built from the rows as stored.
     expected = stored_reference(engine, unique)
     assert sum(v[0] for (dim, _, _), v in expected.items() if dim == "topic") == 200
     assert trends(engine, series) == expected
