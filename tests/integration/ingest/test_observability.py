@@ -106,8 +106,8 @@ def test_json_logs_keep_extra_fields(capsys: Any) -> None:
 
 @contextmanager
 def librdkafka_json_lines(capfd: Any) -> Iterator[list[str]]:
-    """librdkafka's logger alone (not propagated) under the JSON formatter; yields the stderr text read so far,
-    appended to by `read`, and reads what is left at the end."""
+    """librdkafka's logger alone (not propagated) under the JSON formatter. Yields a list that the caller adds
+    the stderr it reads to; what is left is added at the end."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
     LIBRDKAFKA_LOGGER.addHandler(handler)
